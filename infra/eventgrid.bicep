@@ -1,0 +1,43 @@
+// The Event Grid subscription behind the blob-upload door. Deploy after the code
+// is published: the webhook needs the Function App's blobs_extension system key,
+// which exists only once the blob trigger is registered.
+param functionAppName string
+param storageAccountName string
+param requestsContainer string = 'detection-requests'
+@description('Name of the blob-trigger function in function_app.py.')
+param functionName string = 'detection_request_blob'
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource appHost 'Microsoft.Web/sites/host@2024-04-01' existing = {
+  name: '${functionAppName}/default'
+}
+
+resource topic 'Microsoft.EventGrid/systemTopics@2024-06-01-preview' = {
+  name: '${storageAccountName}-blobs'
+  location: resourceGroup().location
+  properties: {
+    source: storage.id
+    topicType: 'Microsoft.Storage.StorageAccounts'
+  }
+}
+
+resource subscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2024-06-01-preview' = {
+  parent: topic
+  name: 'detection-requests'
+  properties: {
+    destination: {
+      endpointType: 'WebHook'
+      properties: {
+        endpointUrl: 'https://${functionAppName}.azurewebsites.net/runtime/webhooks/blobs?functionName=Host.Functions.${functionName}&code=${appHost.listKeys().systemKeys.blobs_extension}'
+      }
+    }
+    filter: {
+      includedEventTypes: ['Microsoft.Storage.BlobCreated']
+      subjectBeginsWith: '/blobServices/default/containers/${requestsContainer}/blobs/'
+      subjectEndsWith: '.json'
+    }
+  }
+}
