@@ -1,0 +1,55 @@
+"""Activity triggers: each unpacks its small input, calls `activities.steps`, returns a small dict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import azure.durable_functions as df
+
+from activities import services, steps
+
+bp = df.Blueprint()
+
+
+@bp.activity_trigger(input_name="job")
+def plan_shards(job: dict[str, Any]) -> dict[str, Any]:
+    return steps.plan(services.get(), job)
+
+
+@bp.activity_trigger(input_name="arg")
+def submit_shard(arg: dict[str, Any]) -> dict[str, Any]:
+    return steps.submit(services.get(), arg)
+
+
+@bp.activity_trigger(input_name="arg")
+def poll_shard(arg: dict[str, Any]) -> dict[str, Any]:
+    return steps.poll(services.get(), arg)
+
+
+@bp.activity_trigger(input_name="arg")
+def cancel_shard(arg: dict[str, Any]) -> dict[str, Any]:
+    return steps.cancel_job(services.get(), arg)
+
+
+@bp.activity_trigger(input_name="arg")
+def aggregate_results(arg: dict[str, Any]) -> dict[str, Any]:
+    return steps.aggregate(services.get(), arg)
+
+
+@bp.activity_trigger(input_name="arg")
+def publish_results(arg: dict[str, Any]) -> dict[str, Any]:
+    return steps.publish(services.get(), arg)
+
+
+@bp.activity_trigger(input_name="arg")
+def cleanup_request(arg: dict[str, Any]) -> dict[str, Any]:
+    return steps.cleanup(services.get(), arg)
+
+
+@bp.activity_trigger(input_name="arg")
+def report_request_status(arg: dict[str, Any]) -> dict[str, Any]:
+    """Update NAME.status.json beside a blob-uploaded request with the outcome."""
+    from triggers.blobdoor import write_status
+
+    write_status(arg["name"], arg["status"])
+    return {}

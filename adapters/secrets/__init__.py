@@ -1,0 +1,14 @@
+"""Secret stores (Key Vault, local 0600 file) and parking of request SAS tokens."""
+
+from __future__ import annotations
+
+from ..errors import SecretNotFoundError
+from .base import SecretStore, check_secret_name
+from .keyvault import KeyVaultSecretStore
+from .local import LocalSecretStore
+from .parking import park_sas, park_url, secret_name, split_sas, unpark
+
+__all__ = [
+    "KeyVaultSecretStore", "LocalSecretStore", "SecretNotFoundError", "SecretStore", "check_secret_name",
+    "park_sas", "park_url", "secret_name", "split_sas", "unpark",
+]

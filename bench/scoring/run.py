@@ -1,0 +1,160 @@
+"""Benchmark: our ONNX Runtime scorer vs MegaDetector's run_detector_batch, same weights and images.
+
+Run with the project venv: ``.venv/bin/python bench/scoring/run.py [--images DIR] [--repeat N]``.
+Creates bench/.peer-venv (MegaDetector + torch, see ../shared/peer-megadetector.md) when missing,
+builds a random-weight YOLOv5s6 (3 classes) as a .pt for MegaDetector, exports the same weights
+to ONNX for us, runs both, prints images/s, the ratio and the largest box/conf differences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PEER = REPO / "bench" / ".peer-venv"
+PEER_PY = PEER / "bin" / "python"
+OUT = REPO / "bench" / "out" / "scoring"
+sys.path.insert(0, str(REPO))
+
+PEER_PACKAGES = [
+    ["torch==2.14.1", "torchvision==0.29.1", "yolov5"],
+    ["--no-deps", "megadetector==10.0.28"],
+    ["jsonpickle", "humanfriendly", "matplotlib", "opencv-python", "requests", "fastquadtree", "scikit-learn",
+     "pandas", "python-dateutil", "send2trash", "clipboard", "dill", "pytest", "ruff", "setuptools<82",
+     "onnx==1.23.2"],
+]
+
+
+def ensure_peer() -> None:
+    if PEER_PY.exists():
+        probe = subprocess.run([str(PEER_PY), "-c", "import megadetector, yolov5, torch, onnx"],
+                               capture_output=True)
+        if probe.returncode == 0:
+            return
+    print("creating bench/.peer-venv (MegaDetector, torch; a few minutes) ...", flush=True)
+    if not PEER_PY.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEER)], check=True)
+    for pkgs in PEER_PACKAGES:
+        subprocess.run([str(PEER_PY), "-m", "pip", "install", "-q", *pkgs], check=True)
+
+
+def ensure_model() -> tuple[Path, Path]:
+    pt, onnx_path = OUT / "md_random_s6.pt", OUT / "md_random_s6.onnx"
+    if not (pt.exists() and onnx_path.exists()):
+        subprocess.run([str(PEER_PY), str(Path(__file__).with_name("peer_make_model.py")), str(OUT)],
+                       check=True)
+    return pt, onnx_path
+
+
+def run_peer(pt: Path, images: list[str], tag: str, mode: str = "") -> tuple[float, dict[str, list]]:
+    lst = OUT / "images.json"
+    lst.write_text(json.dumps(images))
+    out = OUT / f"peer_{tag}.json"
+    subprocess.run([str(PEER_PY), str(Path(__file__).with_name("peer_run.py")), str(pt), str(lst), str(out),
+                    mode], check=True, stdout=subprocess.DEVNULL)
+    data = json.loads(out.read_text())
+    return data["seconds"], {Path(r["file"]).name: r.get("detections") for r in data["images"]}
+
+
+def run_ours(onnx_path: Path, images: list[str], tag: str) -> tuple[float, dict[str, list]]:
+    from scoring.engine import RunConfig, run
+
+    lst = OUT / "images_ours.json"
+    lst.write_text(json.dumps(images))
+    out = OUT / f"ours_{tag}.json"
+    t0 = time.monotonic()
+    run(RunConfig(model=onnx_path, input=str(lst), output=str(out), checkpoint_every=0))
+    seconds = time.monotonic() - t0
+    data = json.loads(out.read_text())
+    return seconds, {Path(r["file"]).name: r.get("detections") for r in data["images"]}
+
+
+def compare(peer: dict[str, list], ours: dict[str, list], sizes: dict[str, tuple[int, int]]) -> dict:
+    """Match each peer box to our box of the same category with the highest IoU."""
+    max_px, max_conf, unmatched, n_boxes, n_images = 0.0, 0.0, 0, 0, 0
+    for name, pdets in peer.items():
+        odets = ours.get(name)
+        if not pdets or not odets:
+            continue
+        n_images += 1
+        w, h = sizes[name]
+        used: set[int] = set()
+        for p in pdets:
+            n_boxes += 1
+            best, best_d = None, None
+            for j, o in enumerate(odets):
+                if j in used or o["category"] != p["category"]:
+                    continue
+                d = max(abs(a - b) * (w if k % 2 == 0 else h)
+                        for k, (a, b) in enumerate(zip(p["bbox"], o["bbox"], strict=True)))
+                cd = abs(p["conf"] - o["conf"])
+                key = (d, cd)
+                if best_d is None or key < best_d:
+                    best, best_d = j, key
+            if best is None or best_d is None or best_d[0] > 4 or best_d[1] > 0.01:
+                unmatched += 1
+                continue
+            used.add(best)
+            max_px, max_conf = max(max_px, best_d[0]), max(max_conf, best_d[1])
+        unmatched += len(odets) - len(used)
+    return {"images_compared": n_images, "peer_boxes": n_boxes, "unmatched_boxes": unmatched,
+            "max_box_diff_px": round(max_px, 3), "max_conf_diff": round(max_conf, 4)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=Path, default=REPO.parent / "shared" / "testdata" / "camera-traps")
+    ap.add_argument("--repeat", type=int, default=1, help="list the images N times (distinct copies)")
+    ap.add_argument("--peer-queue", action="store_true", help="also time MegaDetector with its image queue")
+    a = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    ensure_peer()
+    pt, onnx_path = ensure_model()
+    from PIL import Image
+
+    src = sorted(p for p in a.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    images: list[str] = []
+    if a.repeat > 1:  # distinct files so nobody dedups or caches
+        rep = OUT / "images"
+        rep.mkdir(exist_ok=True)
+        for r in range(a.repeat):
+            for p in src:
+                dst = rep / f"r{r}_{p.name}"
+                if not dst.exists():
+                    dst.write_bytes(p.read_bytes())
+                images.append(str(dst))
+    else:
+        images = [str(p) for p in src]
+    sizes = {}
+    for p in images:
+        with Image.open(p) as im:
+            sizes[Path(p).name] = im.size
+    print(f"{len(images)} images, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+    peer_s, peer = run_peer(pt, images, "default")
+    ours_s, ours = run_ours(onnx_path, images, "default")
+    n = len(images)
+    res = {
+        "images": n,
+        "megadetector_images_per_s": round(n / peer_s, 3),
+        "ours_images_per_s": round(n / ours_s, 3),
+        "ratio": round(peer_s / ours_s, 2),
+        **compare(peer, ours, sizes),
+    }
+    if a.peer_queue:
+        q_s, _ = run_peer(pt, images, "queue", "queue")
+        res["megadetector_queue_images_per_s"] = round(n / q_s, 3)
+        res["ratio_vs_queue"] = round(q_s / ours_s, 2)
+    print(json.dumps(res, indent=1))
+    (OUT / "result.json").write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The detection orchestrations: request -> shard groups -> shards -> aggregate -> publish.
+
+`detection_batch` (one per request) plans, fans out groups of shards as sub-orchestrations in a
+sliding window, then aggregates and publishes. `detection_shard_group` runs its shards in a window.
+`detection_shard` submits one compute job, polls it with durable timers (backing off to a cap) and
+resubmits on failure or pre-emption; it always *returns* an outcome (task_any/task_all fail fast in
+the Python SDK, and the request must see every shard).
+
+Everything here is replay-safe: time comes from the context, names are derived from the input.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import azure.durable_functions as df
+from azure.durable_functions.models.Task import TaskBase, TaskState
+
+from batch.fanout import plan_fanout, shard_images
+from batch.status import Stage, custom_status
+
+bp = df.Blueprint()
+
+_SIG = re.compile(r"(?i)(sig=)[^&\s\"']+")
+
+
+def _reason(exc: BaseException | Any, limit: int = 300) -> str:
+    """A short, secret-free reason from an activity or sub-orchestration failure."""
+    text = str(exc) if exc is not None else "unknown error"
+    # The SDK wraps activity errors as "Activity function 'x' failed: <message> \n <details>".
+    text = text.split("\n", 1)[0].strip()
+    m = re.search(r"failed:\s*(.*)$", text)
+    if m and m.group(1):
+        text = m.group(1)
+    return _SIG.sub(r"\1REDACTED", text)[:limit]
+
+
+def _window(context: df.DurableOrchestrationContext, starts: list[Any], limit: int):
+    """Run `starts` (callables creating one durable task each) with at most `limit` in flight.
+
+    A generator to be used with `yield from`; returns [(index, ok, result_or_error), ...] in
+    completion order.
+    """
+    pending: list[tuple[TaskBase, int]] = []
+    results: list[tuple[int, bool, Any]] = []
+    nxt = 0
+    while nxt < len(starts) or pending:
+        while nxt < len(starts) and len(pending) < limit:
+            pending.append((starts[nxt](), nxt))
+            nxt += 1
+        done = yield context.task_any([t for t, _ in pending])
+        for t, i in list(pending):
+            if t is done or t.state is not TaskState.RUNNING:
+                pending.remove((t, i))
+                ok = t.state is TaskState.SUCCEEDED
+                results.append((i, ok, t.result))
+    return results
+
+
+@bp.orchestration_trigger(context_name="context")
+def detection_batch(context: df.DurableOrchestrationContext):
+    """One request: plan, fan out, aggregate, publish, clean up. Output: counts and links."""
+    job: dict[str, Any] = context.get_input()
+    rid: str = job["request_id"]
+    opts: dict[str, Any] = job["options"]
+    stage = Stage.LISTING
+    context.set_custom_status(custom_status(stage))
+    try:
+        plan = yield context.call_activity("plan_shards", job)
+        images, shards, size = plan["images"], plan["shards"], plan["shard_size"]
+        counts = {"images_total": images, "shards_total": shards}
+        failed: dict[str, list[int]] = {}
+        done = n_failed = scored = 0
+        if shards:
+            stage = Stage.SCORING
+            context.set_custom_status(custom_status(stage, **counts))
+            fan = plan_fanout(shards, int(opts["window"]), int(opts.get("group_size", 50)))
+            shard_args = {k: job[k] for k in ("request_id", "model", "threshold")}
+            shard_args["options"] = opts
+
+            def start_group(g: int, lo: int, hi: int) -> Any:
+                return lambda: context.call_sub_orchestrator(
+                    "detection_shard_group",
+                    {**shard_args, "first": lo, "stop": hi, "window": fan.group_window},
+                    instance_id=f"{rid}-g{g:04d}",
+                )
+
+            starts = [start_group(g, lo, hi) for g, (lo, hi) in enumerate(fan.groups)]
+            pending: list[tuple[TaskBase, int]] = []
+            nxt = 0
+            while nxt < len(starts) or pending:
+                while nxt < len(starts) and len(pending) < fan.concurrent_groups:
+                    pending.append((starts[nxt](), nxt))
+                    nxt += 1
+                first = yield context.task_any([t for t, _ in pending])
+                for t, g in list(pending):
+                    if t is not first and t.state is TaskState.RUNNING:
+                        continue
+                    pending.remove((t, g))
+                    lo, hi = fan.groups[g]
+                    if t.state is TaskState.SUCCEEDED:
+                        res = t.result or {}
+                        group_failed = {int(k): v for k, v in (res.get("failed") or {}).items()}
+                    else:  # a group orchestrator crashed: its shards count as failed
+                        why = f"shard group failed: {_reason(t.result)}"
+                        group_failed = dict.fromkeys(range(lo, hi), why)
+                    for s in range(lo, hi):
+                        if s in group_failed:
+                            n_failed += 1
+                            failed.setdefault(group_failed[s], []).append(s)
+                        else:
+                            done += 1
+                            scored += shard_images(images, size, s)
+                context.set_custom_status(custom_status(
+                    stage, **counts, shards_done=done, shards_failed=n_failed, images_scored=scored))
+        stage = Stage.AGGREGATING
+        progress = {**counts, "shards_done": done, "shards_failed": n_failed, "images_scored": scored}
+        context.set_custom_status(custom_status(stage, **progress))
+        merged = yield context.call_activity(
+            "aggregate_results", {"request_id": rid, "shards": shards, "failed": failed})
+        stage = Stage.PUBLISHING
+        context.set_custom_status(custom_status(stage, **progress))
+        links = yield context.call_activity("publish_results", {"request_id": rid})
+        yield context.call_activity("cleanup_request", {"request_id": rid})
+        message = None
+        if images == 0:
+            message = "no images matched the request; the results are empty"
+        elif plan.get("notes"):
+            message = "; ".join(plan["notes"])
+        output: dict[str, Any] = {
+            "request_id": rid,
+            "request_name": job.get("request_name"),
+            "images": merged["images"],
+            "failed_images": merged["failed_images"],
+            "failed_shards": merged["failed_shards"],
+            "detections": merged["detections"],
+            "sample_seed": plan.get("sample_seed"),
+            "output_file_urls": links,
+        }
+        if message:
+            output["message"] = message
+        context.set_custom_status(custom_status(Stage.COMPLETED, **progress, message=message))
+        if job.get("status_blob"):
+            yield context.call_activity("report_request_status", {"name": job["status_blob"], "status": {
+                "request_id": rid, "state": "completed", "status_path": f"/api/detections/{rid}",
+                **{k: output[k] for k in ("images", "failed_images", "failed_shards")}}})
+        return output
+    except Exception as exc:
+        why = f"{stage.value} failed: {_reason(exc)}"
+        context.set_custom_status(custom_status(Stage.FAILED, message=why))
+        try:
+            yield context.call_activity("cleanup_request", {"request_id": rid})
+            if job.get("status_blob"):
+                yield context.call_activity("report_request_status", {"name": job["status_blob"], "status": {
+                    "request_id": rid, "state": "failed", "error": why}})
+        except Exception:  # the secret will expire with its SAS; the failure is what matters
+            pass
+        raise RuntimeError(why) from None
+
+
+@bp.orchestration_trigger(context_name="context")
+def detection_shard_group(context: df.DurableOrchestrationContext):
+    """Shards [first, stop) with at most `window` in flight. Output: {"failed": {shard: reason}}."""
+    arg: dict[str, Any] = context.get_input()
+    rid = arg["request_id"]
+    shard_arg = {k: arg[k] for k in ("request_id", "model", "threshold", "options")}
+    shards = list(range(int(arg["first"]), int(arg["stop"])))
+
+    def start(s: int) -> Any:
+        return lambda: context.call_sub_orchestrator(
+            "detection_shard", {**shard_arg, "shard": s}, instance_id=f"{rid}-s{s:05d}")
+
+    results = yield from _window(context, [start(s) for s in shards], max(1, int(arg["window"])))
+    failed: dict[str, str] = {}
+    for i, ok, res in results:
+        if not ok:
+            failed[str(shards[i])] = f"shard orchestration failed: {_reason(res)}"
+        elif not res.get("ok"):
+            failed[str(shards[i])] = res.get("reason") or "unknown"
+    return {"first": shards[0] if shards else 0, "stop": int(arg["stop"]), "failed": failed}
+
+
+@bp.orchestration_trigger(context_name="context")
+def detection_shard(context: df.DurableOrchestrationContext):
+    """One shard: submit, poll with durable timers, resubmit up to `max_attempts`; never raises."""
+    arg: dict[str, Any] = context.get_input()
+    opts: dict[str, Any] = arg["options"]
+    shard = int(arg["shard"])
+    base = {"request_id": arg["request_id"], "shard": shard}
+    max_attempts = int(opts.get("max_attempts", 3))
+    initial = float(opts.get("poll_initial_s", 15))
+    factor = float(opts.get("poll_factor", 2.0))
+    cap = float(opts.get("poll_max_s", 120))
+    attempt_timeout = float(opts.get("attempt_timeout_s", 12 * 3600))
+    reason = "not run"
+    for attempt in range(1, max_attempts + 1):
+        try:
+            sub = yield context.call_activity("submit_shard", {
+                **base, "attempt": attempt, "model": arg["model"], "threshold": arg["threshold"],
+                "checkpoint_every": int(opts.get("checkpoint_every", 500)),
+            })
+        except Exception as exc:
+            reason = f"submit failed: {_reason(exc)}"
+            continue
+        if sub.get("canceled"):
+            return {**base, "ok": False, "reason": "canceled", "attempts": attempt}
+        job_id = sub["job_id"]
+        started = context.current_utc_datetime
+        delay = initial
+        poll_errors = 0
+        while True:
+            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+            delay = min(delay * factor, cap)
+            try:
+                st = yield context.call_activity("poll_shard", {**base, "job_id": job_id})
+            except Exception as exc:
+                poll_errors += 1
+                if poll_errors < 5:
+                    continue
+                st = {"state": "FAILED", "reason": f"status unavailable: {_reason(exc)}", "active": True}
+            state = str(st.get("state", "")).upper()
+            if state == "SUCCEEDED":
+                return {**base, "ok": True, "attempts": attempt}
+            if state in ("FAILED", "PREEMPTED", "CANCELLED", "CANCELED"):
+                reason = f"{state.lower()}: {st.get('reason') or 'no reason given'}"
+                if st.get("active"):
+                    yield context.call_activity("cancel_shard", {**base, "job_id": job_id})
+                if state in ("CANCELLED", "CANCELED"):
+                    return {**base, "ok": False, "reason": f"job {reason}", "attempts": attempt}
+                break
+            if (context.current_utc_datetime - started).total_seconds() > attempt_timeout:
+                yield context.call_activity("cancel_shard", {**base, "job_id": job_id})
+                reason = f"timed out after {int(attempt_timeout)} s"
+                break
+    return {**base, "ok": False, "reason": f"{reason} (after {max_attempts} attempts)",
+            "attempts": max_attempts}

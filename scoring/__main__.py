@@ -1,0 +1,63 @@
+"""``python -m scoring --model MODEL --input INPUT --output OUTPUT [...]`` (see docs/contracts.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .engine import Interrupted, ModelError, RunConfig, run
+from .inputs import InputError
+from .storage import StorageError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 143
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m scoring",
+                                description="Run a MegaDetector-family ONNX detector on a shard of images.")
+    p.add_argument("--model", required=True, help="ONNX model file (manifest MODEL.json beside it)")
+    p.add_argument("--input", required=True,
+                   help="folder, JSON/text image list, or shard manifest (path, file:// or blob URL)")
+    p.add_argument("--output", required=True, help="results file (path, file:// or blob URL)")
+    p.add_argument("--threshold", type=float, default=0.005, help="output confidence threshold")
+    p.add_argument("--batch-size", type=int, default=None, help="images per inference (default 1 CPU, 8 GPU)")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N images (0: off)")
+    p.add_argument("--workers", type=int, default=None, help="fetch/decode threads")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--cpu", action="store_true", help="use the CPU provider even when CUDA is present")
+    p.add_argument("-q", "--quiet", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.batch_size is not None and args.batch_size < 1:
+        print("error: --batch-size must be >= 1", file=sys.stderr)
+        return EXIT_ERROR
+    cfg = RunConfig(model=Path(args.model), input=args.input, output=args.output,
+                    threshold=args.threshold, batch_size=args.batch_size,
+                    checkpoint_every=args.checkpoint_every, workers=args.workers, threads=args.threads,
+                    providers=["CPUExecutionProvider"] if args.cpu else None)
+    try:
+        stats = run(cfg)
+    except Interrupted as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ModelError, InputError, StorageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    if not args.quiet:
+        print(f"scored {stats.scored}, failed {stats.failed}, resumed {stats.resumed} of {stats.total} "
+              f"images in {stats.seconds:.1f}s ({stats.images_per_s:.2f} images/s, "
+              f"batch {stats.extra.get('batch_size')}, {stats.extra.get('providers', ['?'])[0]})",
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

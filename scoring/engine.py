@@ -1,0 +1,308 @@
+"""The scoring loop: fetch+decode in a thread pool (bounded), batch same shapes, infer, write.
+
+Why this shape: on a GPU node the model is fast and fetch/decode is the
+bottleneck, so many images are fetched and decoded at once while the
+previous batch runs; on a CPU the pool overlaps decode with inference. Results
+are checkpointed every N images and on SIGTERM so a pre-empted node resumes
+where it stopped and never writes an image twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import FORMAT_VERSION
+from .images import ImageError, Letterboxed, decode_image, letterbox
+from .inputs import ImageItem, ImageSource, open_input
+from .manifest import ModelManifest, file_sha256, load_manifest
+from .postprocess import select, to_detections
+from .storage import Location, StorageError
+
+log = logging.getLogger("scoring")
+CHECKPOINT_SUFFIX = ".checkpoint.json"
+CHECKPOINT_FORMAT = "mdbatch-checkpoint/1"
+
+
+class ModelError(Exception):
+    """A model that is missing or cannot be loaded."""
+
+
+class Interrupted(Exception):
+    """SIGTERM/SIGINT arrived; a checkpoint was written."""
+
+
+def cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Detector:
+    """An ONNX Runtime session plus the model's manifest."""
+
+    def __init__(self, model_path: Path, threads: int | None = None,
+                 providers: list[str] | None = None) -> None:
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise ModelError(f"model not found: {model_path}")
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.intra_op_num_threads = threads or cpu_count()
+        so.inter_op_num_threads = 1
+        # don't burn the cores the decode threads need while waiting for work
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.log_severity_level = 3
+        available = ort.get_available_providers()
+        if providers is None:
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        try:
+            self.session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"cannot load model {model_path}: {msg}") from None
+        self.providers = self.session.get_providers()
+        meta = self.session.get_modelmeta().custom_metadata_map or {}
+        try:
+            self.manifest: ModelManifest = load_manifest(model_path, meta)
+        except ValueError as e:
+            raise ModelError(str(e)) from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.category_ids = [str(i + 1) for i in range(max(len(self.manifest.categories), 1))]
+        self.sha256 = self.manifest.sha256 or file_sha256(model_path)
+        self.on_gpu = self.providers[0] != "CPUExecutionProvider"
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
+
+    def preprocess(self, img: np.ndarray) -> Letterboxed:
+        m = self.manifest
+        return letterbox(img, m.input_size, m.stride, m.pad_value)
+
+    def detections(self, pred: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int, int],
+                   threshold: float) -> list[dict[str, Any]]:
+        det = select(pred, self.manifest.layout, threshold)
+        return to_detections(det, input_hw, orig_hw, threshold, self.category_ids)
+
+
+@dataclass
+class RunConfig:
+    model: Path
+    input: str
+    output: str
+    threshold: float = 0.005
+    batch_size: int | None = None
+    checkpoint_every: int = 500
+    workers: int | None = None
+    threads: int | None = None
+    providers: list[str] | None = None
+
+
+@dataclass
+class RunStats:
+    total: int = 0
+    resumed: int = 0
+    scored: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    batches: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        done = self.scored + self.failed
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+
+def _entry(item: ImageItem, detections: list[dict[str, Any]] | None, failure: str | None
+           ) -> dict[str, Any]:
+    e: dict[str, Any] = {"file": item.file}
+    if failure is not None:
+        e["failure"] = failure
+    else:
+        e["detections"] = detections
+    if item.meta is not None:
+        e["meta"] = item.meta
+    return e
+
+
+def build_info(m: ModelManifest) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "detector": m.detector,
+        "detection_completion_time": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "detector_metadata": {
+            "megadetector_version": m.detector,
+            "typical_detection_threshold": m.typical_detection_threshold,
+            "conservative_detection_threshold": m.conservative_detection_threshold,
+            "image_size": m.input_size,
+        },
+    }
+
+
+class _Checkpoint:
+    """Partial results beside the output; only valid for the same model, threshold and images."""
+
+    def __init__(self, output: Location, key: dict[str, Any]) -> None:
+        self.loc = output.sibling(CHECKPOINT_SUFFIX)
+        self.key = key
+
+    def load(self, wanted: set[str]) -> dict[str, dict[str, Any]]:
+        try:
+            raw = self.loc.read_bytes()
+        except StorageError as e:
+            log.warning("checkpoint not readable, starting over: %s", e)
+            return {}
+        if raw is None:
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            log.warning("checkpoint %s is corrupt, starting over", self.loc.describe())
+            return {}
+        if data.get("format") != CHECKPOINT_FORMAT or data.get("key") != self.key:
+            log.warning("checkpoint %s is for another model/threshold, starting over", self.loc.describe())
+            return {}
+        return {e["file"]: e for e in data.get("images", []) if e.get("file") in wanted}
+
+    def save(self, entries: dict[str, dict[str, Any]]) -> None:
+        body = {"format": CHECKPOINT_FORMAT, "key": self.key, "images": list(entries.values())}
+        self.loc.write_bytes(json.dumps(body, separators=(",", ":")).encode())
+
+    def remove(self) -> None:
+        self.loc.delete()
+
+
+def _prepare(det: Detector, source: ImageSource, item: ImageItem
+             ) -> tuple[ImageItem, Letterboxed | None, str | None]:
+    """Fetch + decode + letterbox one image (runs in the pool; never raises)."""
+    try:
+        data = source.fetch(item.file)
+    except StorageError as e:
+        return item, None, f"image access failure: {e}"
+    except OSError as e:
+        return item, None, f"image access failure: {e.strerror or type(e).__name__}"
+    except Exception as e:
+        return item, None, f"image access failure: {type(e).__name__}"
+    try:
+        return item, det.preprocess(decode_image(data)), None
+    except ImageError as e:
+        return item, None, str(e)
+    except Exception as e:  # never fail the shard for one image
+        return item, None, f"image access failure: {type(e).__name__}: {e}"
+
+
+def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
+    """Score ``cfg.input`` into ``cfg.output``. Raises ModelError/InputError/StorageError/Interrupted."""
+    t0 = time.monotonic()
+    det = detector or Detector(cfg.model, cfg.threads, cfg.providers)
+    source = open_input(cfg.input)
+    out = Location(cfg.output)
+    out.check_writable()
+    ncpu = cpu_count()
+    batch_size = cfg.batch_size or (8 if det.on_gpu else 1)
+    workers = cfg.workers or (min(16, 4 * ncpu) if det.on_gpu else max(2, ncpu))
+    window = workers + 2 * batch_size
+    delay = float(os.environ.get("MDBATCH_SCORING_DELAY_MS", "0")) / 1000.0  # tests only
+
+    items = source.items
+    ckpt = _Checkpoint(out, {"model_sha256": det.sha256, "threshold": cfg.threshold})
+    done = ckpt.load({it.file for it in items})
+    stats = RunStats(total=len(items), resumed=len(done))
+    todo = [it for it in items if it.file not in done]
+
+    stop = threading.Event()
+    old_handlers: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            old_handlers[sig] = signal.signal(sig, lambda *_: stop.set())
+
+    since_ckpt = 0
+    pending: dict[tuple[int, int], list[tuple[ImageItem, Letterboxed]]] = collections.defaultdict(list)
+
+    def flush(shape: tuple[int, int]) -> None:
+        nonlocal since_ckpt
+        group = pending.pop(shape, [])
+        if not group:
+            return
+        batch = (group[0][1].tensor[None] if len(group) == 1
+                 else np.stack([lb.tensor for _, lb in group]))
+        preds = det.infer(batch)
+        stats.batches += 1
+        for (item, lb), pred in zip(group, preds, strict=True):
+            done[item.file] = _entry(item, det.detections(pred, shape, lb.orig_hw, cfg.threshold), None)
+            stats.scored += 1
+        since_ckpt += len(group)
+        if delay:
+            time.sleep(delay * len(group))
+
+    def maybe_checkpoint() -> None:
+        nonlocal since_ckpt
+        if cfg.checkpoint_every > 0 and since_ckpt >= cfg.checkpoint_every:
+            ckpt.save(done)
+            since_ckpt = 0
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
+            queue: collections.deque[Future[Any]] = collections.deque()
+            it = iter(todo)
+            for nxt in it:
+                queue.append(pool.submit(_prepare, det, source, nxt))
+                if len(queue) >= window:
+                    break
+            while queue and not stop.is_set():
+                item, lb, failure = queue.popleft().result()
+                for nxt in it:  # keep the window full
+                    queue.append(pool.submit(_prepare, det, source, nxt))
+                    break
+                if failure is not None or lb is None:
+                    done[item.file] = _entry(item, None, failure or "image access failure")
+                    stats.failed += 1
+                    since_ckpt += 1
+                else:
+                    pending[lb.shape].append((item, lb))
+                    if len(pending[lb.shape]) >= batch_size:
+                        flush(lb.shape)
+                    elif sum(len(v) for v in pending.values()) >= 2 * batch_size:
+                        flush(max(pending, key=lambda k: len(pending[k])))
+                maybe_checkpoint()
+            if stop.is_set():
+                for f in queue:
+                    f.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)
+            else:
+                for shape in list(pending):
+                    flush(shape)
+        if stop.is_set():
+            ckpt.save(done)
+            raise Interrupted(f"interrupted: checkpoint with {len(done)} of {len(items)} images "
+                              f"written to {ckpt.loc.describe()}")
+        results = {
+            "info": build_info(det.manifest),
+            "detection_categories": dict(det.manifest.categories),
+            "images": [done[it.file] for it in sorted(items, key=lambda i: i.file)],
+        }
+        out.write_bytes(json.dumps(results, indent=1).encode())
+        ckpt.remove()
+    finally:
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
+    stats.seconds = time.monotonic() - t0
+    stats.extra = {"batch_size": batch_size, "workers": workers, "providers": det.providers}
+    return stats

@@ -1,0 +1,108 @@
+"""Helpers for the CLI tests: run `mdbatch` in a subprocess, plant known rectangles on real photos."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from scoring.demo_model import box_tolerance, draw_rect, expected_box, grid_box
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: photos without strongly saturated areas (SOURCES.md), so the rect model sees only what we paint
+PLAIN_PHOTOS = ("sample-arc-01.jpg", "sample-cfz-01.jpg", "pheasant_web.jpg", "idaho-camera-traps.jpg")
+
+
+@dataclass(frozen=True)
+class Planted:
+    """A folder of real photos with known answers for the demo (rect) model."""
+
+    folder: Path
+    #: file (relative, forward slashes) -> [(category, expected normalized box)]; None = a failure
+    answers: dict[str, list[tuple[str, list[float]]] | None]
+    sizes: dict[str, tuple[int, int]]
+
+
+def plant_photos(dest: Path, camera_trap_dir: Path) -> Planted:
+    """Copy four real photos (one in a subfolder), paint rectangles, add one corrupt JPEG."""
+    plan: dict[str, list[tuple[str, tuple[float, float, float, float]]]] = {
+        "sample-arc-01.jpg": [("1", (0.10, 0.20, 0.25, 0.30))],
+        "cam2/sample-cfz-01.jpg": [("2", (0.50, 0.40, 0.20, 0.35)), ("3", (0.05, 0.05, 0.20, 0.15))],
+        "pheasant_web.jpg": [("1", (0.60, 0.55, 0.30, 0.30))],
+        "idaho-camera-traps.jpg": [],
+    }
+    answers: dict[str, list[tuple[str, list[float]]] | None] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    for rel, rects in plan.items():
+        src = camera_trap_dir / Path(rel).name
+        out = dest / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not rects:
+            shutil.copy(src, out)
+            w, h = Image.open(src).size
+            answers[rel], sizes[rel] = [], (w, h)
+            continue
+        img = np.array(Image.open(src).convert("RGB"))
+        h, w = img.shape[:2]
+        expected = []
+        for cat, box in rects:
+            snapped = grid_box(w, h, box)
+            draw_rect(img, cat, snapped)
+            expected.append((cat, expected_box(w, h, snapped)))
+        Image.fromarray(img).save(out, quality=98, subsampling=0)
+        answers[rel], sizes[rel] = expected, (w, h)
+    (dest / "cam2" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    answers["cam2/broken.jpg"] = None
+    (dest / "notes.txt").write_text("not an image")
+    return Planted(dest, answers, sizes)
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MDBATCH_")}
+    env.update({"MDBATCH_HOME": str(home), "PYTHONUNBUFFERED": "1", "COLUMNS": "120", "NO_COLOR": "1",
+                "TERM": "dumb"})
+    env.update(extra)
+    return env
+
+
+def cli_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mdbatch.cli", *args]
+
+
+def run_cli(*args: str, home: Path, cwd: Path | None = None, timeout: float = 180,
+            env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cli_cmd(*args), cwd=cwd or REPO_ROOT, env=cli_env(home, **(env_extra or {})),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def check_results(results: dict[str, Any], planted: Planted) -> None:
+    """Every image exactly once; each planted rectangle found where it was painted; the bad file failed."""
+    files = [im["file"] for im in results["images"]]
+    assert sorted(files) == sorted(planted.answers), "every image exactly once, nothing else (no .txt)"
+    assert results["detection_categories"] == {"1": "animal", "2": "person", "3": "vehicle"}
+    for im in results["images"]:
+        want = planted.answers[im["file"]]
+        if want is None:
+            assert isinstance(im.get("failure"), str) and im.get("detections") is None
+            continue
+        got = sorted((d["category"], d["bbox"]) for d in im["detections"] if d["conf"] >= 0.2)
+        assert [c for c, _ in got] == sorted(c for c, _ in want), im["file"]
+        w, h = planted.sizes[im["file"]]
+        tol = box_tolerance(w, h)
+        for (_, gb), (_, wb) in zip(got, sorted(want), strict=True):
+            assert all(abs(a - b) <= tol for a, b in zip(gb, wb, strict=True)), (im["file"], gb, wb)

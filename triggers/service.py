@@ -1,0 +1,279 @@
+"""What every door shares: validate a request, identify the caller, park secrets, start a job,
+read a caller's status, cancel. HTTP-agnostic: errors are `ServiceError(status, message)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from activities import services as sv
+from activities import steps
+from adapters.errors import LocationError, NotFoundError
+from adapters.secrets import park_url, unpark
+from adapters.settings import Settings
+from adapters.storage import check_sas, parse_location, validate_input_location
+from batch.request import DetectionRequest, RequestError, parse_request
+from batch.status import State, curated_status
+
+log = logging.getLogger("mdbatch.triggers")
+REQUEST_ID_RE = re.compile(r"^[a-z0-9-]{8,64}$")
+TOP_ID_RE = re.compile(r"^(?:[0-9a-f]{32}|req-[0-9a-f]{32})$")  # not a group/shard sub-orchestration
+ORCHESTRATOR = "detection_batch"
+PRINCIPAL_HEADERS = ("x-ms-client-principal-name", "x-ms-client-principal-id")
+
+
+class ServiceError(Exception):
+    """An answer other than success: HTTP status + a message fit for the caller (no secrets)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Started:
+    request_id: str
+    existed: bool = False
+
+
+def supported_models(s: Settings) -> list[str]:
+    """The configured list, else every NAME.onnx in the model folder; the default is always listed."""
+    names = list(s.models)
+    if not names and s.models_path.is_dir():
+        names = sorted(p.name[:-5] for p in s.models_path.glob("*.onnx"))
+    if s.default_model not in names:
+        names.append(s.default_model)
+    return names
+
+
+def identify(headers: Any, claimed: str | None, s: Settings) -> str:
+    """The caller: the App Service authenticated principal, else `claimed` checked on the allowlist."""
+    for h in PRINCIPAL_HEADERS:
+        value = headers.get(h) if headers is not None else None
+        if value:
+            return f"aad:{value}"
+    if s.callers:
+        if not claimed:
+            raise ServiceError(401, "a caller is required (field or query parameter 'caller')")
+        if claimed not in s.callers:
+            raise ServiceError(401, "caller is not on the allowlist")
+    return claimed or "anonymous"
+
+
+def caller_key(caller: str) -> str:
+    return hashlib.sha256(caller.encode()).hexdigest()[:24]
+
+
+def _check_locations(req: DetectionRequest, s: Settings, problems: list[str], remote: bool) -> None:
+    if req.input_container_sas:
+        try:
+            validate_input_location(req.input_container_sas, need_list=True, settings=s, check_remote=remote)
+        except LocationError as exc:
+            problems.append(f"input_container_sas: {exc}")
+    if req.images_requested_json_sas:
+        url = req.images_requested_json_sas
+        try:
+            parent = url.split("?", 1)[0].rstrip("/").rpartition("/")[0]
+            loc = parse_location(url, s)
+            if loc.kind == "blob" and not loc.prefix:
+                raise LocationError("malformed_url", "must name a JSON blob inside a container")
+            parse_location(parent, s)
+            if loc.sas:
+                check_sas(loc.sas, need_read=True, need_list=False)
+        except LocationError as exc:
+            problems.append(f"images_requested_json_sas: {exc}")
+
+
+def validate(body: bytes, s: Settings, *, remote: bool = True) -> DetectionRequest:
+    """Every problem of the request in one 400 message, before anything starts."""
+    try:
+        req = parse_request(body, max_bytes=s.max_body_bytes)
+    except RequestError as exc:
+        raise ServiceError(400, str(exc)) from None
+    problems: list[str] = []
+    _check_locations(req, s, problems, remote=False)
+    models = supported_models(s)
+    if req.model_version and req.model_version not in models:
+        problems.append(f"model_version {req.model_version!r} is not supported ({', '.join(models)})")
+    if req.first_n and req.first_n > s.max_images:
+        problems.append(f"first_n must be at most {s.max_images}")
+    if req.sample_n and req.sample_n > s.max_images:
+        problems.append(f"sample_n must be at most {s.max_images}")
+    if req.sample_n and req.first_n and req.sample_n > req.first_n:
+        problems.append("sample_n must not be larger than first_n")
+    if not problems and remote:  # one round trip to the caller's storage, once all else is right
+        _check_locations(req, s, problems, remote=True)
+    if problems:
+        raise ServiceError(400, "invalid request: " + "; ".join(problems))
+    return req
+
+
+def options(s: Settings) -> dict[str, Any]:
+    """The orchestration's knobs, fixed at start so replays see the same values."""
+    return {
+        "shard_size": s.shard_size, "window": s.max_in_flight, "group_size": s.group_size,
+        "poll_initial_s": s.poll_initial_s, "poll_max_s": s.poll_max_s, "poll_factor": s.poll_factor,
+        "max_attempts": s.max_attempts, "attempt_timeout_s": s.attempt_timeout_s,
+        "checkpoint_every": s.checkpoint_every,
+    }
+
+
+async def active_jobs(client: Any) -> int:
+    from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus as R
+
+    statuses = await client.get_status_by(runtime_status=[R.Running, R.Pending])
+    return sum(1 for st in statuses if TOP_ID_RE.match(st.instance_id or ""))
+
+
+async def start(client: Any, body: bytes, headers: Any, *, request_id: str | None = None,
+                trusted_caller: str | None = None, status_blob: str | None = None) -> Started:
+    """Validate, identify, check capacity, park secrets, start `detection_batch`."""
+    svc = sv.get()
+    s = svc.settings
+    req = validate(body, s, remote=False)
+    caller = trusted_caller or identify(headers, req.caller, s)
+    remote_problems: list[str] = []
+    _check_locations(req, s, remote_problems, remote=True)
+    if remote_problems:
+        raise ServiceError(400, "invalid request: " + "; ".join(remote_problems))
+    rid = request_id or uuid.uuid4().hex
+    if request_id is not None:
+        existing = await client.get_status(rid)
+        if existing is not None and getattr(existing, "runtime_status", None) is not None:
+            return Started(rid, existed=True)
+    if await active_jobs(client) >= s.max_active_jobs:
+        raise ServiceError(503, f"the service is at capacity ({s.max_active_jobs} active jobs); retry later")
+    source = image_list = None
+    try:
+        if req.input_container_sas:
+            url, ref = park_url(svc.secrets, rid, req.input_container_sas, "input")
+            source = {"url": url, "secret_ref": ref}
+        if req.images_requested_json_sas:
+            url, ref = park_url(svc.secrets, rid, req.images_requested_json_sas, "list")
+            image_list = {"url": url, "secret_ref": ref}
+        job = {
+            "request_id": rid, "caller": caller, "request_name": req.request_name,
+            "model": req.model_version or s.default_model,
+            "threshold": req.detection_threshold if req.detection_threshold is not None else 0.005,
+            "source": source, "image_list": image_list, "use_url": req.use_url,
+            "image_path_prefix": req.image_path_prefix, "first_n": req.first_n, "sample_n": req.sample_n,
+            "status_blob": status_blob, "submitted": datetime.now(UTC).isoformat(),
+            "options": options(s),
+        }
+        svc.work.write_json(sv.index_name(caller_key(caller), rid),
+                            {"request_id": rid, "created": job["submitted"],
+                             "request_name": req.request_name})
+        await client.start_new(ORCHESTRATOR, rid, job)
+    except Exception:
+        unpark(svc.secrets, rid)
+        raise
+    log.info("request %s started", rid)
+    return Started(rid)
+
+
+def _status_dict(st: Any) -> dict[str, Any]:
+    d = st.to_json() if hasattr(st, "to_json") else dict(st)
+    inp = d.get("input")
+    if isinstance(inp, str):
+        try:
+            d["input"] = json.loads(inp)
+        except ValueError:
+            d["input"] = None
+    out = d.get("output")
+    if isinstance(out, str):
+        with contextlib.suppress(ValueError):
+            d["output"] = json.loads(out)
+    return d
+
+
+async def durable_status(client: Any, rid: str) -> dict[str, Any] | None:
+    if not REQUEST_ID_RE.match(rid or "") or not TOP_ID_RE.match(rid):
+        return None
+    st = await client.get_status(rid, show_input=True)
+    if st is None or getattr(st, "runtime_status", None) is None:
+        return None
+    return _status_dict(st)
+
+
+async def owned_status(client: Any, rid: str, caller: str) -> dict[str, Any]:
+    d = await durable_status(client, rid)
+    if d is None or not isinstance(d.get("input"), dict) or d["input"].get("caller") != caller:
+        raise ServiceError(404, f"no request {rid!r} for this caller")
+    return d
+
+
+async def list_jobs(client: Any, caller: str, state: str | None, limit: int = 100) -> list[dict[str, Any]]:
+    svc = sv.get()
+    prefix = f"_index/{caller_key(caller)}/"
+    entries = []
+    for name in svc.work.list(prefix=prefix):
+        try:
+            entries.append(json.loads(svc.work.read_bytes(name)))
+        except (NotFoundError, ValueError):
+            continue
+    entries.sort(key=lambda e: e.get("created", ""), reverse=True)
+    out = []
+    for e in entries:
+        d = await durable_status(client, e["request_id"])
+        if d is None:
+            continue
+        cur = curated_status(d)
+        if state and cur["state"] != state:
+            continue
+        out.append(cur)
+        if len(out) >= limit:
+            break
+    return out
+
+
+async def cancel(client: Any, rid: str, caller: str | None) -> dict[str, Any]:
+    """Terminate the request, cancel its compute jobs, drop its secrets. Idempotent."""
+    d = await (owned_status(client, rid, caller) if caller is not None else durable_status(client, rid))
+    if d is None:
+        raise ServiceError(404, f"no request {rid!r}")
+    svc = sv.get()
+    state = curated_status(d)["state"]
+    if state in (State.COMPLETED, State.FAILED):
+        return {"request_id": rid, "state": state, "message": f"the request already {state}"}
+    svc.work.write_json(sv.cancel_marker_name(rid), {"canceled": True})
+    if state != State.CANCELED:
+        try:
+            await client.terminate(rid, "canceled by the caller")
+        except Exception as exc:  # already finished between our read and the terminate
+            log.info("terminate %s: %s", rid, exc.__class__.__name__)
+    # Groups (at most ~40) are terminated too; shard orchestrations end on their own: every job is
+    # cancelled below and a new submit sees the cancel marker.
+    try:
+        plan = json.loads(svc.work.read_bytes(sv.plan_name(rid)))
+    except NotFoundError:
+        plan = {"shards": 0}
+    from batch.fanout import plan_fanout
+
+    opts = (d.get("input") or {}).get("options") or {}
+    fan = plan_fanout(int(plan.get("shards", 0)), int(opts.get("window", 16)),
+                      int(opts.get("group_size", 50)))
+    for g in range(len(fan.groups)):
+        with contextlib.suppress(Exception):
+            await client.terminate(f"{rid}-g{g:04d}", "canceled")
+    n = steps.cancel_request(svc, rid)
+    _update_status_blob(d, "canceled")
+    return {"request_id": rid, "state": State.CANCELED.value, "jobs_cancelled": n}
+
+
+def _update_status_blob(d: dict[str, Any], state: str) -> None:
+    inp = d.get("input") or {}
+    name = inp.get("status_blob")
+    if not name:
+        return
+    from triggers.blobdoor import write_status
+
+    write_status(name, {"request_id": inp.get("request_id"), "state": state})
