@@ -5,7 +5,7 @@ param functionAppName string
 param storageAccountName string
 param requestsContainer string = 'detection-requests'
 @description('Name of the blob-trigger function in function_app.py.')
-param functionName string = 'detection_request_blob'
+param functionName string = 'request_upload'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName

@@ -156,6 +156,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
         { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'Authorization=AAD' }
         { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
+        { name: 'MDBATCH_TASK_HUB', value: 'mdbatch' }
         { name: 'MDBATCH_WORK_URL', value: '${storage.properties.primaryEndpoints.blob}${workContainer}' }
         { name: 'MDBATCH_SECRETS_BACKEND', value: 'keyvault' }
         { name: 'MDBATCH_KEY_VAULT_URL', value: vault.properties.vaultUri }

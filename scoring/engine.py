@@ -179,10 +179,13 @@ class _Checkpoint:
         if data.get("format") != CHECKPOINT_FORMAT or data.get("key") != self.key:
             log.warning("checkpoint %s is for another model/threshold, starting over", self.loc.describe())
             return {}
-        return {e["file"]: e for e in data.get("images", []) if e.get("file") in wanted}
+        retry = set(data.get("retry", []))
+        return {e["file"]: e for e in data.get("images", [])
+                if e.get("file") in wanted and e["file"] not in retry}
 
-    def save(self, entries: dict[str, dict[str, Any]]) -> None:
-        body = {"format": CHECKPOINT_FORMAT, "key": self.key, "images": list(entries.values())}
+    def save(self, entries: dict[str, dict[str, Any]], retry: set[str]) -> None:
+        body = {"format": CHECKPOINT_FORMAT, "key": self.key, "images": list(entries.values()),
+                "retry": sorted(retry)}
         self.loc.write_bytes(json.dumps(body, separators=(",", ":")).encode())
 
     def remove(self) -> None:
@@ -190,22 +193,25 @@ class _Checkpoint:
 
 
 def _prepare(det: Detector, source: ImageSource, item: ImageItem
-             ) -> tuple[ImageItem, Letterboxed | None, str | None]:
-    """Fetch + decode + letterbox one image (runs in the pool; never raises)."""
+             ) -> tuple[ImageItem, Letterboxed | None, str | None, bool]:
+    """Fetch + decode + letterbox one image (runs in the pool; never raises).
+
+    The last element says whether a failure was in fetching (worth retrying on resume).
+    """
     try:
         data = source.fetch(item.file)
     except StorageError as e:
-        return item, None, f"image access failure: {e}"
+        return item, None, f"image access failure: {e}", True
     except OSError as e:
-        return item, None, f"image access failure: {e.strerror or type(e).__name__}"
+        return item, None, f"image access failure: {e.strerror or type(e).__name__}", True
     except Exception as e:
-        return item, None, f"image access failure: {type(e).__name__}"
+        return item, None, f"image access failure: {type(e).__name__}", True
     try:
-        return item, det.preprocess(decode_image(data)), None
+        return item, det.preprocess(decode_image(data)), None, False
     except ImageError as e:
-        return item, None, str(e)
+        return item, None, str(e), False
     except Exception as e:  # never fail the shard for one image
-        return item, None, f"image access failure: {type(e).__name__}: {e}"
+        return item, None, f"image access failure: {type(e).__name__}: {e}", False
 
 
 def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
@@ -226,6 +232,7 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
     done = ckpt.load({it.file for it in items})
     stats = RunStats(total=len(items), resumed=len(done))
     todo = [it for it in items if it.file not in done]
+    retry: set[str] = set()  # fetch failures: final here, fetched again if this run is resumed
 
     stop = threading.Event()
     old_handlers: dict[int, Any] = {}
@@ -255,7 +262,7 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
     def maybe_checkpoint() -> None:
         nonlocal since_ckpt
         if cfg.checkpoint_every > 0 and since_ckpt >= cfg.checkpoint_every:
-            ckpt.save(done)
+            ckpt.save(done, retry)
             since_ckpt = 0
 
     try:
@@ -267,12 +274,14 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
                 if len(queue) >= window:
                     break
             while queue and not stop.is_set():
-                item, lb, failure = queue.popleft().result()
+                item, lb, failure, retryable = queue.popleft().result()
                 for nxt in it:  # keep the window full
                     queue.append(pool.submit(_prepare, det, source, nxt))
                     break
                 if failure is not None or lb is None:
                     done[item.file] = _entry(item, None, failure or "image access failure")
+                    if retryable:
+                        retry.add(item.file)
                     stats.failed += 1
                     since_ckpt += 1
                 else:
@@ -290,7 +299,7 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
                 for shape in list(pending):
                     flush(shape)
         if stop.is_set():
-            ckpt.save(done)
+            ckpt.save(done, retry)
             raise Interrupted(f"interrupted: checkpoint with {len(done)} of {len(items)} images "
                               f"written to {ckpt.loc.describe()}")
         results = {

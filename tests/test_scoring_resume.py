@@ -80,3 +80,24 @@ def test_checkpoint_for_other_model_is_ignored(tmp_path: Path, images: Path, rec
     assert proc.returncode == 0, err
     first = json.loads(out.read_text())["images"][0]
     assert first == {"file": "img000.png", "detections": []}
+
+
+def test_fetch_failures_are_retried_on_resume(tmp_path: Path, images: Path, rect_model: Path) -> None:  # noqa: F811
+    """An image that could not be fetched before the interruption is fetched again on resume."""
+    lst = tmp_path / "list.txt"
+    lst.write_text("\n".join(["in/a-late.png", *sorted(f"in/{p.name}" for p in images.iterdir())]))
+    out = tmp_path / "out.json"
+    ckpt = Path(str(out) + ".checkpoint.json")
+    proc = _start(rect_model, lst, out, delay_ms=150)
+    _wait_for(ckpt, proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    data = json.loads(ckpt.read_text())
+    assert "in/a-late.png" in data["retry"]
+    save(gradient_image(64, 48), images / "a-late.png")  # the blob shows up (transient failure over)
+    proc = _start(rect_model, lst, out, delay_ms=0)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    res = {e["file"]: e for e in json.loads(out.read_text())["images"]}
+    assert res["in/a-late.png"] == {"file": "in/a-late.png", "detections": []}
+    assert len(res) == N + 1
