@@ -11,7 +11,7 @@ from .compute.base import ComputeBackend
 from .errors import AdapterError
 from .secrets.base import SecretStore
 from .settings import Settings
-from .storage import open_store, parse_location
+from .storage import ParallelReader, open_store, parse_location
 from .storage.base import Store
 
 
@@ -22,7 +22,7 @@ class Backends:
     settings: Settings
     _secrets: SecretStore | None = None
     _compute: ComputeBackend | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
     def secrets(self) -> SecretStore:
@@ -35,12 +35,16 @@ class Backends:
     def compute(self) -> ComputeBackend:
         with self._lock:
             if self._compute is None:
-                self._compute = compute_from_settings(self.settings, secrets=None)
+                self._compute = compute_from_settings(self.settings, secrets=self.secrets)
             return self._compute
 
     def store(self, url: str, *, sas: str | None = None) -> Store:
         """A store for `url` (policy-checked); credentials chosen by `open_store`."""
         return open_store(url, self.settings, sas=sas, secrets=self.secrets)
+
+    def reader(self, store: Store) -> ParallelReader:
+        """Bounded parallel reads of one store (MDBATCH_READ_WORKERS threads)."""
+        return ParallelReader(store.read_bytes, self.settings.read_workers)
 
     def work_store(self) -> Store:
         """Where manifests and shard results go (MDBATCH_WORK_URL): the service's own location."""

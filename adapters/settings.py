@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +63,12 @@ def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    """Service settings. Field `x_y` is read from `MDBATCH_X_Y` (see `_FIELDS` for exceptions)."""
+    """Service settings. Field `x_y` is read from `MDBATCH_X_Y` (see `_FIELDS` for exceptions).
+
+    To add a setting, add a field with a default: its type annotation picks the parser
+    (str, int, float, bool, Path, tuple[str, ...], each optionally `| None`); `metadata` may
+    carry `min` (numbers) or `choices` (strings).
+    """
 
     # --- general -------------------------------------------------------------
     state_dir: Path = field(default_factory=lambda: Path.cwd() / ".mdbatch")
@@ -72,16 +78,17 @@ class Settings:
     allow_azurite: bool = False
     work_url: str | None = None  # where manifests and results go; default file://STATE_DIR/work
     storage_connection_string: str | None = None  # AZURE_STORAGE_CONNECTION_STRING (Azurite/dev only)
-    read_workers: int = 16
-    download_link_hours: float = 168.0
+    read_workers: int = field(default=16, metadata={"min": 1})
+    download_link_hours: float = field(default=168.0, metadata={"min": 0})
     # --- secrets -------------------------------------------------------------
-    secrets_backend: str = "local"  # local | keyvault  (keyvault is the default when a vault URL is set)
+    # keyvault is the default when a vault URL is set
+    secrets_backend: str = field(default="local", metadata={"choices": ("local", "keyvault")})
     key_vault_url: str | None = None
     secrets_file: Path | None = None  # default STATE_DIR/secrets.json
-    secret_cache_ttl_s: float = 30.0
+    secret_cache_ttl_s: float = field(default=30.0, metadata={"min": 0})
     # --- compute -------------------------------------------------------------
-    compute_backend: str = "local"  # local | azureml
-    local_workers: int = 1
+    compute_backend: str = field(default="local", metadata={"choices": ("local", "azureml")})
+    local_workers: int = field(default=1, metadata={"min": 1})
     code_dir: Path = REPO_ROOT  # cwd of `python -m scoring` on the local backend
     python: str = sys.executable
     model_dir: Path | None = None  # default STATE_DIR/models
@@ -141,7 +148,7 @@ class Settings:
             raw = env.get(var)
             if raw is None or raw.strip() == "":
                 continue
-            values[f.name] = _parse(f.name, var, raw)
+            values[f.name] = _parse(f, var, raw)
         if "secrets_backend" not in values and values.get("key_vault_url"):
             values["secrets_backend"] = "keyvault"
         settings = cls(**values)  # type: ignore[arg-type]
@@ -181,29 +188,28 @@ _SERVICE_FLOATS: dict[str, float] = {
     "attempt_timeout_s": 1.0,
 }
 
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "secrets_backend": ("local", "keyvault"),
-    "compute_backend": ("local", "azureml"),
-}
 
-
-def _parse(name: str, var: str, raw: str) -> object:
-    if name in _CHOICES:
-        return _choice(var, raw, _CHOICES[name])
-    if name == "allowed_hosts":
-        return _list(raw)
-    if name in ("allow_local_storage", "allow_azurite"):
-        return _bool(var, raw)
-    if name in ("read_workers", "local_workers"):
-        return _int(var, raw, minimum=1)
-    if name in ("secret_cache_ttl_s", "download_link_hours"):
-        return _float(var, raw, minimum=0)
-    if name in ("state_dir", "secrets_file", "code_dir", "model_dir"):
-        return Path(raw).expanduser()
+def _parse(f: Field[Any], var: str, raw: str) -> object:
+    """Parse by the tables above, else by the field's annotation (a string here) and metadata."""
+    name = f.name
     if name in _SERVICE_INTS:
         return _int(var, raw, minimum=_SERVICE_INTS[name])
     if name in _SERVICE_FLOATS:
         return _float(var, raw, minimum=_SERVICE_FLOATS[name])
     if name in ("callers", "models"):
+        return _list(raw)
+    kind = str(f.type).replace(" ", "").replace("|None", "")
+    meta = f.metadata
+    if "choices" in meta:
+        return _choice(var, raw, meta["choices"])
+    if kind == "bool":
+        return _bool(var, raw)
+    if kind == "int":
+        return _int(var, raw, meta.get("min"))
+    if kind == "float":
+        return _float(var, raw, meta.get("min"))
+    if kind == "Path":
+        return Path(raw.strip()).expanduser()
+    if kind.startswith("tuple[str"):
         return _list(raw)
     return raw.strip()

@@ -8,15 +8,19 @@ import shutil
 import signal
 import time
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from adapters_fixtures import make_settings
+from adapters_fixtures import AZURITE_KEY, make_settings, new_container
+from azure.storage.blob import generate_container_sas
 
-from adapters.backends import compute_from_settings
+from adapters.backends import compute_from_settings, secrets_from_settings
 from adapters.compute import JobState, ShardJob
 from adapters.compute.local import LocalComputeBackend
+from adapters.secrets import park_url, unpark
 from adapters.settings import Settings
+from adapters.storage import validate_input_location
 from scoring.demo_model import build_rect_model
 
 PHOTOS = ["channel-islands-thumb.jpg", "idaho-camera-traps.jpg", "pheasant_web.jpg", "sample-arc-01.jpg",
@@ -144,3 +148,53 @@ def test_cancel_kills_process_group_and_env_carries_secrets_file(setup: tuple[Se
         assert host.status("mdb-unknown0-s00000-a1").state == JobState.FAILED
     finally:
         host.close(kill_children=True)
+
+
+def test_parked_sas_reaches_the_scorer_only_through_the_secret_file(
+        setup: tuple[Settings, Path], azurite: object, camera_trap_dir: Path) -> None:
+    """A caller's SAS is parked, the manifest carries only its name, the scorer reads Azurite with it."""
+    settings, _ = setup
+    service, container = new_container(azurite)
+    for p in PHOTOS[:3]:
+        service.get_container_client(container).upload_blob(f"cam/{p}", (camera_trap_dir / p).read_bytes())
+    sas = generate_container_sas("devstoreaccount1", container, account_key=AZURITE_KEY, permission="rl",
+                                 expiry=datetime.now(UTC) + timedelta(hours=1))
+    signature = dict(kv.split("=", 1) for kv in sas.split("&"))["sig"]
+    request_url = f"{azurite.blob_endpoint}/{container}?{sas}"  # type: ignore[attr-defined]
+    # the HTTP door: validate, then park
+    validate_input_location(request_url, settings=settings)
+    secrets = secrets_from_settings(settings)
+    clean_url, ref = park_url(secrets, "park00001", request_url)
+    assert ref == "mdb-park00001-input" and "sig=" not in clean_url
+
+    work = settings.state_dir / "work" / "park00001"
+    (work / "shards").mkdir(parents=True, exist_ok=True)
+    manifest = work / "shards" / "00000.json"
+    manifest.write_text(json.dumps({"format": "mdbatch-shard/1", "request_id": "park00001", "shard": 0,
+                                    "source": {"url": clean_url, "secret_ref": ref},
+                                    "images": sorted(f"cam/{p}" for p in PHOTOS[:3])}))
+    job = ShardJob(request_id="park00001", shard=0, attempt=1, manifest_url=manifest.as_uri(),
+                   output_url=(work / "results" / "00000.json").as_uri(), model="test-rects", threshold=0.1)
+    no_key = replace(settings, storage_connection_string=None)  # the parked SAS is the only way in
+    host = compute_from_settings(no_key)
+    try:
+        host.submit(job)
+        _wait(lambda: host.status(job.name).done, what="the parked-SAS job")
+        assert host.status(job.name).state == JobState.SUCCEEDED, host.record(job.name)  # type: ignore
+    finally:
+        host.close()  # type: ignore[attr-defined]
+    out = _result(job)
+    assert [im["file"] for im in out["images"]] == sorted(f"cam/{p}" for p in PHOTOS[:3])
+    assert all("failure" not in im for im in out["images"])
+    unpark(secrets, "park00001")
+    assert ref not in json.loads(settings.secrets_path.read_text())
+    # the signature never left the secret store: not in the manifest, record, logs or result
+    compute = settings.state_dir / "compute"
+    for path in [manifest, job_path(job), compute / "done" / f"{job.name}.json",
+                 compute / "logs" / f"{job.name}.err", compute / "logs" / f"{job.name}.out"]:
+        assert signature not in path.read_text(), path
+    service.delete_container(container)
+
+
+def job_path(job: ShardJob) -> Path:
+    return Path(job.output_url.removeprefix("file://"))

@@ -68,7 +68,10 @@ def test_factory_chooses_backends(tmp_path: Path, azurite: object) -> None:
     endpoint = azurite.blob_endpoint  # type: ignore[attr-defined]
     b = from_settings(Settings(state_dir=tmp_path, storage_connection_string=conn))
     assert isinstance(b, Backends)
-    assert isinstance(b.work_store(), LocalStore)  # default work location: STATE_DIR/work
+    work_local = b.work_store()
+    assert isinstance(work_local, LocalStore)  # default work location: STATE_DIR/work
+    work_local.write_bytes("a.bin", b"A")
+    assert list(b.reader(work_local)(["a.bin"])) == [("a.bin", b"A")]
     with pytest.raises(LocationError) as err:  # callers' URLs obey the policy: no Azurite by default
         b.store(f"{endpoint}/x123")
     assert err.value.code == "host_not_allowed"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from adapters_fixtures import any_store, make_settings  # noqa: F401  (pytest fixture)
 
-from adapters.errors import AlreadyExistsError, NotFoundError
+from adapters.errors import AdapterError, AlreadyExistsError, NotFoundError
 from adapters.storage import BlobStore, LocalStore, open_store, read_many
 from adapters.storage.base import Store
 
@@ -108,8 +108,24 @@ def test_download_link_is_read_only_and_works(any_store: Store) -> None:
 
 def test_invalid_names_refused(any_store: Store) -> None:
     for bad in ("../x", "a/../../x", "/abs", "", "a//b"):
-        with pytest.raises(Exception, match="name"):
+        with pytest.raises(AdapterError, match="name"):
             any_store.write_bytes(bad, b"x")
+        with pytest.raises(AdapterError, match="name"):
+            any_store.read_bytes(bad)
+    for bad_prefix in ("../", "a/../../", "/etc/"):
+        with pytest.raises(AdapterError, match="prefix"):
+            list(any_store.list(prefix=bad_prefix))
+
+
+def test_local_store_does_not_follow_links_out(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("host secret")
+    store = LocalStore(tmp_path / "root")
+    store.write_bytes("in.txt", b"ok")
+    (tmp_path / "root" / "link.txt").symlink_to(outside)
+    assert list(store.list()) == ["in.txt"]
+    with pytest.raises(NotFoundError):
+        store.read_bytes("link.txt")
 
 
 def test_parallel_reader_keeps_order_and_reports_errors(any_store: Store) -> None:

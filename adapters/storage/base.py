@@ -38,6 +38,13 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_prefix(prefix: str) -> str:
+    """A listing prefix is a plain string prefix, but never with '.'/'..' segments or a leading '/'."""
+    if prefix.startswith("/") or "\\" in prefix or any(p in (".", "..") for p in prefix.split("/")):
+        raise AdapterError(f"invalid prefix {prefix!r}: must be relative, without '.' or '..' segments")
+    return prefix
+
+
 def normalize_extensions(extensions: Iterable[str] | None) -> tuple[str, ...] | None:
     """`["jpg", ".PNG"]` -> `(".jpg", ".png")`; None means no filter."""
     if extensions is None:

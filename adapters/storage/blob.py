@@ -15,7 +15,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.storage.blob import BlobSasPermissions, ContainerClient, generate_blob_sas
 
 from ..errors import AdapterError, AlreadyExistsError, LocationError, NotFoundError
-from .base import check_name, json_bytes, normalize_extensions
+from .base import check_name, check_prefix, json_bytes, normalize_extensions
 from .locations import Location
 
 PAGE_SIZE = 5000  # the service maximum: fewest round trips, bounded memory (one page at a time)
@@ -112,6 +112,7 @@ class BlobStore:
              limit: int | None = None) -> Iterator[str]:
         """Stream names page by page; only one page is held in memory."""
         exts = normalize_extensions(extensions)
+        check_prefix(prefix)
         if limit is not None and limit <= 0:
             return
         start = self._prefix + prefix

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AlreadyExistsError, NotFoundError
-from .base import check_name, json_bytes, normalize_extensions
+from .base import check_name, check_prefix, json_bytes, normalize_extensions
 
 _TMP_MARK = ".mdbtmp-"
 
@@ -28,10 +28,17 @@ class LocalStore:
     def _path(self, name: str) -> Path:
         return self.root.joinpath(*check_name(name).split("/"))
 
+    def _inside(self, path: Path) -> Path:
+        """Refuse a path that a symlink leads out of the root (reading the host's own files)."""
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise NotFoundError(f"{path.name!r} leads outside {self.url}")
+        return path
+
     def list(self, prefix: str = "", extensions: Iterable[str] | None = None,
              limit: int | None = None) -> Iterator[str]:
         """Walk lazily (one folder at a time) in the order a blob listing would give."""
         exts = normalize_extensions(extensions)
+        check_prefix(prefix)
         if limit is not None and limit <= 0:
             return
         # Start the walk at the deepest folder the prefix names completely.
@@ -66,7 +73,7 @@ class LocalStore:
 
     def read_bytes(self, name: str) -> bytes:
         try:
-            return self._path(name).read_bytes()
+            return self._inside(self._path(name)).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError(f"{name!r} not found in {self.url}") from None
 
