@@ -1,7 +1,7 @@
 """A logging filter that removes secrets (SAS signatures, account keys, bearer tokens) from log records.
 
-Every entry point calls `install_redaction()` once; the filter sits on the root logger's
-handlers so records from any library are cleaned before they are written.
+Every entry point calls `install_redaction()` once; from then on every log record of the
+process is cleaned where it is made, whichever logger or handler writes it.
 """
 
 from __future__ import annotations
@@ -50,14 +50,33 @@ class RedactingFilter(logging.Filter):
 
 
 _FILTER = RedactingFilter()
+_factory_installed = False
+
+
+def _install_record_factory() -> None:
+    """Clean every record where it is made, so handlers added later (by a host, a library,
+    logging.basicConfig) never see a secret: a filter on handlers only covers the ones that exist."""
+    global _factory_installed
+    if _factory_installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def make_record(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        _FILTER.filter(record)
+        return record
+
+    logging.setLogRecordFactory(make_record)
+    _factory_installed = True
 
 
 def install_redaction(logger: logging.Logger | None = None) -> RedactingFilter:
-    """Attach the redacting filter to `logger` (default root) and all its handlers; idempotent.
+    """Redact every log record of this process from now on; idempotent.
 
-    Filters on a logger do not see records propagated from child loggers, so the filter goes on
-    the handlers too; call again after adding handlers (e.g. after logging.basicConfig).
+    The record factory covers all loggers and handlers, present and future. The filter also
+    goes on `logger` (default root) and its handlers, for records made before this call.
     """
+    _install_record_factory()
     target = logger or logging.getLogger()
     if _FILTER not in target.filters:
         target.addFilter(_FILTER)

@@ -191,3 +191,27 @@ def test_redaction_of_log_lines() -> None:
     assert out.count("sig=REDACTED") >= 2 and "AccountKey=REDACTED" in out and "Bearer REDACTED" in out
     assert "https://acct.blob.core.windows.net/images/x.jpg?" in out  # the rest stays readable
     assert redact("nothing secret here") == "nothing secret here"
+
+
+def test_redaction_covers_handlers_added_later() -> None:
+    """A host or library may add handlers after the entry point installed redaction."""
+    install_redaction()
+    sas = generate_container_sas("acct", "images", account_key=KEY, permission="r",
+                                 expiry=datetime.now(UTC) + timedelta(hours=1))
+    sig = dict(p.split("=", 1) for p in sas.split("&"))["sig"]
+    stream = io.StringIO()
+    logger = logging.getLogger("mdb-redaction-late-handler")
+    handler = logging.StreamHandler(stream)  # added after install_redaction, no filter of ours on it
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info("reading ?%s", sas)
+        try:
+            raise RuntimeError(f"denied for ?{sas}")
+        except RuntimeError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    assert sig not in out and out.count("sig=REDACTED") >= 2
