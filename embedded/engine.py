@@ -601,12 +601,7 @@ class Engine:
             tid = self._next_id(model)
             entry: dict = {"k": "act", "name": a["functionName"], "input": a.get("input")}
             if at == A_ACTIVITY_RETRY:
-                ro = a.get("retryOptions") or {}
-                entry["retry"] = {
-                    "ms": int(ro.get("firstRetryIntervalInMilliseconds") or 1000),
-                    "max": int(ro.get("maxNumberOfAttempts") or 1),
-                    "n": 1,
-                }
+                entry["retry"] = _retry_state(a)
             model["open"][str(tid)] = entry
             self._schedule_activity(tid, entry, ep, ts)
             return None
@@ -620,12 +615,7 @@ class Engine:
                 "fixed": bool(a.get("instanceId")),
             }
             if at == A_SUB_RETRY:
-                ro = a.get("retryOptions") or {}
-                entry["retry"] = {
-                    "ms": int(ro.get("firstRetryIntervalInMilliseconds") or 1000),
-                    "max": int(ro.get("maxNumberOfAttempts") or 1),
-                    "n": 1,
-                }
+                entry["retry"] = _retry_state(a)
             model["open"][str(tid)] = entry
             self._schedule_sub(st, tid, entry, ep, ts)
             return None
@@ -1067,6 +1057,16 @@ def _ev(etype: int, ts: str, event_id: int = -1, **kw: Any) -> dict:
     e = {"EventType": etype, "EventId": event_id, "IsPlayed": False, "Timestamp": ts}
     e.update(kw)
     return e
+
+
+def _retry_state(action: dict) -> dict:
+    """Host-side retry bookkeeping for a *WithRetry action: first interval, attempt cap, attempt no."""
+    ro = action.get("retryOptions") or {}
+    return {
+        "ms": int(ro.get("firstRetryIntervalInMilliseconds") or 1000),
+        "max": int(ro.get("maxNumberOfAttempts") or 1),
+        "n": 1,
+    }
 
 
 def _is_allocating(entry: dict, m: dict) -> bool:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ..filelock import exclusive_lock
 from ..redaction import redact
 from .base import JobState, JobStatus, ShardJob, scoring_args
 
@@ -182,14 +183,8 @@ class LocalComputeBackend:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        with self._mutex:
-            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
+        with self._mutex, exclusive_lock(self.root / ".lock"):
+            yield
 
     def _read(self, name: str) -> dict[str, Any] | None:
         if "/" in name or not name:

@@ -4,7 +4,6 @@ through MDBATCH_SECRETS_FILE, see docs/contracts.md)."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import uuid
@@ -12,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import AdapterError, SecretNotFoundError
+from ..filelock import exclusive_lock
 from .base import check_secret_name
 
 
@@ -26,15 +26,8 @@ class LocalSecretStore:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive_lock(self.path.with_name(self.path.name + ".lock")):
             yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
     def _load(self) -> dict[str, str]:
         try:
