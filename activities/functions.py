@@ -32,6 +32,12 @@ def cancel_shard(arg: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="arg")
+def progress(arg: dict[str, Any]) -> dict[str, Any]:
+    """Live progress of the running shard groups (read-only; small in, small out)."""
+    return steps.progress(services.get(), arg)
+
+
+@bp.activity_trigger(input_name="arg")
 def aggregate_results(arg: dict[str, Any]) -> dict[str, Any]:
     return steps.aggregate(services.get(), arg)
 

@@ -26,6 +26,11 @@ def result_name(rid: str, shard: int) -> str:
     return f"{rid}/shards/{shard:05d}.result.json"
 
 
+def progress_name(rid: str, shard: int) -> str:
+    """The scorer's live-progress file beside the result (`OUTPUT + ".progress.json"`)."""
+    return result_name(rid, shard) + ".progress.json"
+
+
 def job_receipt_name(rid: str, shard: int, attempt: int) -> str:
     return f"{rid}/jobs/s{shard:05d}-a{attempt}.json"
 

@@ -21,9 +21,10 @@ from urllib.parse import unquote, urlsplit
 
 from activities import services as sv
 from adapters.compute.base import JobState, ShardJob
-from adapters.errors import NotFoundError, SecretNotFoundError
+from adapters.errors import AdapterError, NotFoundError, SecretNotFoundError
 from adapters.secrets import unpark
 from adapters.storage import open_store, parse_location
+from batch.fanout import shard_images
 from batch.merge import merge_shards
 from batch.planning import IMAGE_EXTENSIONS, parse_image_list, plan_shards, select_images
 
@@ -185,6 +186,48 @@ def cancel_request(svc: sv.Services, rid: str) -> int:
         n += 1
     unpark(svc.secrets, rid)
     return n
+
+
+# --- live progress --------------------------------------------------------------------------
+
+MAX_PROGRESS_SHARDS = 5000  # a tick reads at most this many shards (a few running groups' worth)
+
+
+def progress(svc: sv.Services, arg: dict[str, Any]) -> dict[str, Any]:
+    """Images done in the shard ranges of the groups still running, one count per range.
+
+    Read-only, so running it twice is harmless. Per shard: a result file -> the shard's image count;
+    else the scorer's progress file (`done`, clipped to the shard's size); else 0 (not started, or
+    a scorer without progress files). A shard that cannot be read this time counts 0: the
+    orchestrator never lets the shown count go backwards, and the next tick reads it again.
+    Input {request_id, ranges: [[first, stop], ...]}; output {"scored": [n, ...]}.
+    """
+    rid = arg["request_id"]
+    ranges = [(int(lo), int(hi)) for lo, hi in (arg.get("ranges") or [])]
+    try:
+        plan_doc = json.loads(svc.work.read_bytes(sv.plan_name(rid)))
+        images, size = int(plan_doc["images"]), int(plan_doc["shard_size"])
+    except (NotFoundError, ValueError, KeyError, TypeError):
+        return {"scored": [0] * len(ranges)}
+    shards = [s for lo, hi in ranges for s in range(max(0, lo), hi)][:MAX_PROGRESS_SHARDS]
+
+    def one(s: int) -> int:
+        total = shard_images(images, size, s)
+        try:
+            if svc.work.exists(sv.result_name(rid, s)):
+                return total
+            body = json.loads(svc.work.read_bytes(sv.progress_name(rid, s)))
+            return max(0, min(total, int(body.get("done", 0))))
+        except (AdapterError, OSError, ValueError, TypeError, AttributeError):
+            return 0
+
+    if not shards:
+        counts: dict[int, int] = {}
+    else:
+        workers = max(1, min(svc.settings.read_workers, len(shards)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mdb-progress") as pool:
+            counts = dict(zip(shards, pool.map(one, shards), strict=True))
+    return {"scored": [sum(counts.get(s, 0) for s in range(lo, hi)) for lo, hi in ranges]}
 
 
 # --- aggregate and publish ------------------------------------------------------------------

@@ -125,6 +125,9 @@ class Settings:
     requests_container: str = "detection-requests"  # blob-upload door
     requests_connection: str = "AzureWebJobsStorage"  # app setting naming the blob-trigger connection
     models: tuple[str, ...] = ()  # supported model versions; empty = every NAME.onnx in model_dir
+    # live progress: how often a running request reads its shards' progress files (the interval
+    # grows on long jobs to keep the history small); 0 = only when a shard group finishes
+    progress_interval_s: float = field(default=30.0, metadata={"min": 0})
 
     @property
     def secrets_path(self) -> Path:

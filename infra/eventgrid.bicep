@@ -11,8 +11,13 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
 
+resource app 'Microsoft.Web/sites@2024-04-01' existing = {
+  name: functionAppName
+}
+
 resource appHost 'Microsoft.Web/sites/host@2024-04-01' existing = {
-  name: '${functionAppName}/default'
+  parent: app
+  name: 'default'
 }
 
 resource topic 'Microsoft.EventGrid/systemTopics@2024-06-01-preview' = {
@@ -31,7 +36,7 @@ resource subscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2024-
     destination: {
       endpointType: 'WebHook'
       properties: {
-        endpointUrl: 'https://${functionAppName}.azurewebsites.net/runtime/webhooks/blobs?functionName=Host.Functions.${functionName}&code=${appHost.listKeys().systemKeys.blobs_extension}'
+        endpointUrl: 'https://${app.properties.defaultHostName}/runtime/webhooks/blobs?functionName=Host.Functions.${functionName}&code=${appHost.listKeys().systemKeys.blobs_extension}'
       }
     }
     filter: {

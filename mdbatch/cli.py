@@ -238,6 +238,18 @@ def detect(
         page = _write_preview(output, folder, output.with_suffix(".html"))
         out.print(f"preview: {page}")
     out.print(f"done in {time.monotonic() - started:.1f}s")
+    _fail_if_nothing_scored(results, home)
+
+
+def _fail_if_nothing_scored(results: dict[str, Any], home: Path) -> None:
+    """Every image failed (a model the scorer cannot load, unreadable files): that is no success."""
+    images = results.get("images") or []
+    if not images or any("failure" not in im or im.get("failure") is None for im in images):
+        return
+    reason = str(images[0].get("failure"))
+    err.print(f"[bold red]error:[/] no image could be scored ({len(images):,} failed; first reason: "
+              f"{reason}); the service log is {home / 'logs' / 'service.log'}", soft_wrap=True)
+    raise typer.Exit(1)
 
 
 def _follow(client: ApiClient, request_id: str) -> dict[str, Any]:
@@ -276,11 +288,12 @@ def serve(
     from mdbatch import local, models
 
     models.resolve(models.DEMO)  # always there, built once: the offline model
-    default = models.resolve(model, log=lambda s: out.print(s)).name if model else None
+    default = models.resolve(model, log=lambda s: out.print(s)).name if model else _serve_default()
     with local.run_host(port, workers, paths.models_dir(), default,
                         log_file=paths.home() / "logs" / "service.log") as svc:
         out.print(f"mdbatch service listening on [bold]{svc.base_url}[/]")
         out.print(f"key: {svc.key or '(none: keys not enforced)'}")
+        out.print(f"default model: {default}")
         drop = local.inbox_dir() / "detection-requests"
         drop.mkdir(parents=True, exist_ok=True)
         out.print(f"requests dropped here start too: {drop}")
@@ -291,6 +304,19 @@ def serve(
                 time.sleep(3600)
         except KeyboardInterrupt:
             out.print("stopping")
+
+
+def _serve_default() -> str:
+    """Without --model the default must be a model this service has: MDV5A once it is here, else demo.
+
+    The service lists its default model as supported even without its file (in Azure it is a
+    registered asset), so a default of MDV5A with no MDV5A.onnx would accept requests that then
+    fail on every image.
+    """
+    from mdbatch import models
+
+    known = models.KNOWN_MODELS["MDV5A"].name
+    return known if (paths.models_dir() / f"{known}.onnx").is_file() else models.DEMO
 
 
 # --- remote commands ------------------------------------------------------------------------------
@@ -378,7 +404,7 @@ def _wait(client: ApiClient, request_id: str, output: Path | None, images: Path 
         raise typer.Exit(1)
     urls = output_urls(st)
     for k, v in urls.items():
-        out.print(f"{k}: {v}")
+        out.print(f"{k}: {v}", soft_wrap=True)  # links in full on one line, never cut
     if output is not None:
         if "detections" not in urls:
             raise CliError("the job has no detections link; see `mdbatch status`")
@@ -426,12 +452,17 @@ def list_(
         out.print_json(data=answer)
         return
     t = Table(show_edge=False, pad_edge=False)
-    for c in ("request", "state", "stage", "images", "created", "name"):
+    ids = [str(j.get("request_id") or j.get("id")) for j in jobs or []]
+    # the request id is what the other commands take: never cut it, squeeze the other columns
+    t.add_column("request", no_wrap=True, min_width=max((len(i) for i in ids), default=7))
+    t.add_column("state", no_wrap=True, min_width=9)
+    for c in ("stage", "images", "created", "name"):
         t.add_column(c)
     for j in jobs or []:
         p = progress_of(j)
         t.add_row(str(j.get("request_id") or j.get("id")), state_of(j), str(p.get("stage") or ""),
-                  str(p.get("images_total") or ""), str(j.get("created") or j.get("createdTime") or ""),
+                  str(p.get("images_total") or ""),
+                  str(j.get("created") or j.get("createdTime") or "")[:16].replace("T", " "),
                   str(j.get("request_name") or ""))
     out.print(t if jobs else "no jobs")
 

@@ -23,8 +23,9 @@ from mdbatch.client import TERMINAL_STATES, ApiClient, progress_of, state_of
 
 
 class RateColumn(ProgressColumn):
-    """Images a second since scoring began (progress arrives in shard-sized steps, so rich's
-    windowed estimate would mostly read zero)."""
+    """Images a second since scoring began. Progress arrives in steps (the service reads the
+    shards' progress files on a timer that slows down on long jobs), so rich's windowed estimate
+    would often read zero."""
 
     def render(self, task: Task) -> Text:
         rate = task.fields.get("rate")
@@ -39,7 +40,7 @@ def _int(v: Any) -> int | None:
 
 
 def follow(client: ApiClient, request_id: str, console: Console, *, poll_s: float = 0.5,
-           max_poll_s: float = 5.0, on_status: Callable[[dict[str, Any]], None] | None = None,
+           max_poll_s: float = 2.0, on_status: Callable[[dict[str, Any]], None] | None = None,
            ) -> dict[str, Any]:
     """Poll the curated status until the job ends; draw images scored of total, shards, rate, ETA."""
     columns = [

@@ -52,7 +52,8 @@ def service_env(models_dir: Path, default_model: str | None, workers: int,
     """Settings (adapters/settings.py names) for an offline, one-machine deployment.
 
     Local jobs are short and polling a local process costs nothing, so the poll interval starts
-    at 1 s (Azure's default of 15 s suits GPU jobs that take minutes).
+    at 1 s (Azure's default of 15 s suits GPU jobs that take minutes), and so does the live-progress
+    tick (Azure's default: 30 s).
     """
     env = {
         "MDBATCH_STATE_DIR": str(paths.service_dir()),
@@ -66,6 +67,8 @@ def service_env(models_dir: Path, default_model: str | None, workers: int,
         "AzureWebJobsStorage": inbox_dir().as_uri(),
         "MDBATCH_POLL_INITIAL_S": "1",
         "MDBATCH_POLL_MAX_S": "5",
+        # live progress inside a shard (the scorer's progress file), read every ~1 s at first
+        "MDBATCH_PROGRESS_INTERVAL_S": "1",
     }
     if shard_size:
         env["MDBATCH_SHARD_SIZE"] = str(shard_size)

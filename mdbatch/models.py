@@ -136,12 +136,16 @@ def _check_onnx_readable(path: Path) -> None:
         try:
             import onnx
 
-            onnx.load(str(path), load_external_data=False)
+            graph = onnx.load(str(path), load_external_data=False).graph
+            if not graph.node or not graph.input:
+                # a few stray bytes parse as an empty protobuf: catch it here, not on every image
+                raise ValueError("no graph")
         except ImportError:
             pass
         except Exception as e:
+            why = "it holds no graph" if str(e) == "no graph" else type(e).__name__
             raise CliError(
-                f"model file {path} is not a readable ONNX model ({type(e).__name__}); "
+                f"model file {path} is not a readable ONNX model ({why}); "
                 "pass an .onnx export of the detector, a .pt checkpoint, or a known name like MDV5A"
             ) from e
 

@@ -1,7 +1,9 @@
 """The detection orchestrations: request -> shard groups -> shards -> aggregate -> publish.
 
 `detection_batch` (one per request) plans, fans out groups of shards as sub-orchestrations in a
-sliding window, then aggregates and publishes. `detection_shard_group` runs its shards in a window.
+sliding window, then aggregates and publishes; while groups run it wakes on a durable timer and asks
+the `progress` activity how far the running shards are (live customStatus images_scored).
+`detection_shard_group` runs its shards in a window.
 `detection_shard` submits one compute job, polls it with durable timers (backing off to a cap) and
 resubmits on failure or pre-emption; it always *returns* an outcome (task_any/task_all fail fast in
 the Python SDK, and the request must see every shard).
@@ -19,7 +21,7 @@ import azure.durable_functions as df
 from azure.durable_functions.models.Task import TaskBase, TaskState
 
 from batch.fanout import plan_fanout, shard_images
-from batch.status import Stage, custom_status
+from batch.status import Stage, custom_status, progress_delay
 
 bp = df.Blueprint()
 
@@ -90,15 +92,47 @@ def detection_batch(context: df.DurableOrchestrationContext):
             starts = [start_group(g, lo, hi) for g, (lo, hi) in enumerate(fan.groups)]
             pending: list[tuple[TaskBase, int]] = []
             nxt = 0
+            # Live progress between group completions: wake on a durable timer, read the running
+            # groups' shard progress files (activity `progress`), show finished + in flight. The timer
+            # outlives a group's completion (cancelling and re-creating it would add events: a timer
+            # already sent still fires in Azure) and is cancelled once no group runs, so nothing
+            # ticks when nothing runs. Its delay grows on long jobs (batch.status.progress_delay)
+            # so the history stays a few hundred events. Requests started without the option
+            # (older code) keep the old behaviour, so their replays match.
+            tick_base = float(opts.get("progress_interval_s", 0) or 0)
+            scoring_since = context.current_utc_datetime
+            timer: TaskBase | None = None
+            in_flight: dict[int, int] = {}  # group -> images done in its shards, as last read
+            shown = 0  # images_scored as last shown: never goes backwards while scoring
             while nxt < len(starts) or pending:
                 while nxt < len(starts) and len(pending) < fan.concurrent_groups:
                     pending.append((starts[nxt](), nxt))
                     nxt += 1
-                first = yield context.task_any([t for t, _ in pending])
+                waits = [t for t, _ in pending]
+                if tick_base > 0 and timer is None:
+                    elapsed = (context.current_utc_datetime - scoring_since).total_seconds()
+                    timer = context.create_timer(context.current_utc_datetime + timedelta(
+                        seconds=progress_delay(tick_base, elapsed)))
+                if timer is not None:
+                    waits.append(timer)
+                yield context.task_any(waits)
+                if timer is not None and timer.state is not TaskState.RUNNING:  # a tick is due
+                    timer = None
+                    running = [g for t, g in pending if t.state is TaskState.RUNNING]
+                    if running:
+                        try:
+                            got = yield context.call_activity("progress", {
+                                "request_id": rid, "ranges": [list(fan.groups[g]) for g in running]})
+                            in_flight = dict(zip(running, (int(n) for n in got["scored"]), strict=True))
+                        except Exception:  # progress is a courtesy: the next tick tries again
+                            pass
+                changed = False
                 for t, g in list(pending):
-                    if t is not first and t.state is TaskState.RUNNING:
+                    if t.state is TaskState.RUNNING:
                         continue
+                    changed = True
                     pending.remove((t, g))
+                    in_flight.pop(g, None)
                     lo, hi = fan.groups[g]
                     if t.state is TaskState.SUCCEEDED:
                         res = t.result or {}
@@ -113,8 +147,13 @@ def detection_batch(context: df.DurableOrchestrationContext):
                         else:
                             done += 1
                             scored += shard_images(images, size, s)
-                context.set_custom_status(custom_status(
-                    stage, **counts, shards_done=done, shards_failed=n_failed, images_scored=scored))
+                live = max(shown, scored + sum(in_flight.values()))
+                if changed or live != shown:
+                    shown = live
+                    context.set_custom_status(custom_status(
+                        stage, **counts, shards_done=done, shards_failed=n_failed, images_scored=shown))
+            if timer is not None and timer.state is TaskState.RUNNING:  # scoring is over
+                timer.cancel()
         stage = Stage.AGGREGATING
         progress = {**counts, "shards_done": done, "shards_failed": n_failed, "images_scored": scored}
         context.set_custom_status(custom_status(stage, **progress))

@@ -25,6 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threshold", type=float, default=0.005, help="output confidence threshold")
     p.add_argument("--batch-size", type=int, default=None, help="images per inference (default 1 CPU, 8 GPU)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N images (0: off)")
+    p.add_argument("--progress-every", type=float, default=2.0,
+                   help="write OUTPUT.progress.json at most every S seconds (0: no progress file)")
     p.add_argument("--workers", type=int, default=None, help="fetch/decode threads")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--cpu", action="store_true", help="use the CPU provider even when CUDA is present")
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     cfg = RunConfig(model=Path(args.model), input=args.input, output=args.output,
                     threshold=args.threshold, batch_size=args.batch_size,
-                    checkpoint_every=args.checkpoint_every, workers=args.workers, threads=args.threads,
+                    checkpoint_every=args.checkpoint_every,
+                    progress_every=args.progress_every, workers=args.workers, threads=args.threads,
                     providers=["CPUExecutionProvider"] if args.cpu else None)
     try:
         stats = run(cfg)

@@ -29,6 +29,7 @@ from .images import ImageError, Letterboxed, decode_image, letterbox
 from .inputs import ImageItem, ImageSource, open_input
 from .manifest import ModelManifest, file_sha256, load_manifest
 from .postprocess import select, to_detections
+from .progress import ProgressFile
 from .storage import Location, StorageError
 
 log = logging.getLogger("scoring")
@@ -112,6 +113,7 @@ class RunConfig:
     workers: int | None = None
     threads: int | None = None
     providers: list[str] | None = None
+    progress_every: float = 2.0  # seconds between progress-file writes; 0: no progress file
 
 
 @dataclass
@@ -233,6 +235,9 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
     stats = RunStats(total=len(items), resumed=len(done))
     todo = [it for it in items if it.file not in done]
     retry: set[str] = set()  # fetch failures: final here, fetched again if this run is resumed
+    resumed_failed = sum(1 for e in done.values() if "failure" in e)
+    progress = ProgressFile(out, len(items), cfg.progress_every)
+    progress.update(len(done), resumed_failed)
 
     stop = threading.Event()
     old_handlers: dict[int, Any] = {}
@@ -291,6 +296,7 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
                     elif sum(len(v) for v in pending.values()) >= 2 * batch_size:
                         flush(max(pending, key=lambda k: len(pending[k])))
                 maybe_checkpoint()
+                progress.update(len(done), resumed_failed + stats.failed)
             if stop.is_set():
                 for f in queue:
                     f.cancel()
@@ -300,6 +306,7 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
                     flush(shape)
         if stop.is_set():
             ckpt.save(done, retry)
+            progress.update(len(done), resumed_failed + stats.failed, force=True)
             raise Interrupted(f"interrupted: checkpoint with {len(done)} of {len(items)} images "
                               f"written to {ckpt.loc.describe()}")
         results = {
@@ -309,6 +316,7 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
         }
         out.write_bytes(json.dumps(results, indent=1).encode())
         ckpt.remove()
+        progress.finish(resumed_failed + stats.failed)  # after the result: done == total means written
     finally:
         for sig, h in old_handlers.items():
             signal.signal(sig, h)

@@ -123,7 +123,7 @@ def options(s: Settings) -> dict[str, Any]:
         "shard_size": s.shard_size, "window": s.max_in_flight, "group_size": s.group_size,
         "poll_initial_s": s.poll_initial_s, "poll_max_s": s.poll_max_s, "poll_factor": s.poll_factor,
         "max_attempts": s.max_attempts, "attempt_timeout_s": s.attempt_timeout_s,
-        "checkpoint_every": s.checkpoint_every,
+        "checkpoint_every": s.checkpoint_every, "progress_interval_s": s.progress_interval_s,
     }
 
 
