@@ -122,12 +122,16 @@ class Settings:
     checkpoint_every: int = 500
     max_active_jobs: int = 100  # more running requests than this -> 503
     callers: tuple[str, ...] = ()  # allowlist for the `caller` field; empty = anyone when no auth headers
+    # App Service authentication ("Easy Auth") is on: only then are its x-ms-client-principal-*
+    # headers the caller (the platform strips forged ones); without it anyone could send them.
+    app_service_auth: bool = False
     requests_container: str = "detection-requests"  # blob-upload door
     requests_connection: str = "AzureWebJobsStorage"  # app setting naming the blob-trigger connection
     models: tuple[str, ...] = ()  # supported model versions; empty = every NAME.onnx in model_dir
     # live progress: how often a running request reads its shards' progress files (the interval
     # grows on long jobs to keep the history small); 0 = only when a shard group finishes
     progress_interval_s: float = field(default=30.0, metadata={"min": 0})
+    task_hub: str = "mdbatch"  # the Durable task hub; host.json reads it as %MDBATCH_TASK_HUB%
 
     @property
     def secrets_path(self) -> Path:
@@ -179,6 +183,7 @@ class Settings:
 # Fields whose variable is not simply MDBATCH_<FIELD>.
 _FIELDS: dict[str, str] = {
     "storage_connection_string": "AZURE_STORAGE_CONNECTION_STRING",
+    "app_service_auth": "WEBSITE_AUTH_ENABLED",  # set by App Service when authentication is on
 }
 
 # Service fields (issue 5) by type: name -> minimum.

@@ -10,6 +10,7 @@ where it stopped and never writes an image twice.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -73,6 +74,11 @@ class Detector:
         available = ort.get_available_providers()
         if providers is None:
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        if "CUDAExecutionProvider" in providers and hasattr(ort, "preload_dlls"):
+            # onnxruntime-gpu[cuda,cudnn] (the AML job environment) ships CUDA and cuDNN as pip
+            # wheels; load them from there rather than depend on the image's library path
+            with contextlib.suppress(Exception):
+                ort.preload_dlls()
         try:
             self.session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
         except Exception as e:

@@ -46,10 +46,17 @@ class Started:
 
 
 def supported_models(s: Settings) -> list[str]:
-    """The configured list, else every NAME.onnx in the model folder; the default is always listed."""
+    """The model versions a request may name.
+
+    Local compute scores with files on this machine, so only installed ones (NAME.onnx in the
+    model folder) count, the default included. Azure ML resolves registered assets we cannot
+    list here: the configured names plus the default.
+    """
+    if s.compute_backend == "local":
+        folder = s.models_path
+        installed = sorted(p.name[:-5] for p in folder.glob("*.onnx")) if folder.is_dir() else []
+        return [n for n in s.models if n in installed] if s.models else installed
     names = list(s.models)
-    if not names and s.models_path.is_dir():
-        names = sorted(p.name[:-5] for p in s.models_path.glob("*.onnx"))
     if s.default_model not in names:
         names.append(s.default_model)
     return names
@@ -57,10 +64,11 @@ def supported_models(s: Settings) -> list[str]:
 
 def identify(headers: Any, claimed: str | None, s: Settings) -> str:
     """The caller: the App Service authenticated principal, else `claimed` checked on the allowlist."""
-    for h in PRINCIPAL_HEADERS:
-        value = headers.get(h) if headers is not None else None
-        if value:
-            return f"aad:{value}"
+    if s.app_service_auth:  # only the platform can set these headers then
+        for h in PRINCIPAL_HEADERS:
+            value = headers.get(h) if headers is not None else None
+            if value:
+                return f"aad:{value}"
     if s.callers:
         if not claimed:
             raise ServiceError(401, "a caller is required (field or query parameter 'caller')")
@@ -102,8 +110,12 @@ def validate(body: bytes, s: Settings, *, remote: bool = True) -> DetectionReque
     problems: list[str] = []
     _check_locations(req, s, problems, remote=False)
     models = supported_models(s)
+    available = ", ".join(models) or "none installed"
     if req.model_version and req.model_version not in models:
-        problems.append(f"model_version {req.model_version!r} is not supported ({', '.join(models)})")
+        problems.append(f"model_version {req.model_version!r} is not supported ({available})")
+    elif not req.model_version and s.default_model not in models:
+        problems.append(f"no model_version given and the default model {s.default_model!r} "
+                        f"is not installed ({available})")
     if req.first_n and req.first_n > s.max_images:
         problems.append(f"first_n must be at most {s.max_images}")
     if req.sample_n and req.sample_n > s.max_images:
