@@ -12,6 +12,10 @@ import re
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # SAS signature in a query string or a bare token: sig=...
     (re.compile(r"(?i)(\bsig=)[^&\s\"'<>;,]+"), r"\1REDACTED"),
+    # the same URL-encoded once or more (sig%3D..., sig%253D...), up to the encoded '&' (%26, %2526)
+    (re.compile(r"(?i)((?<![a-z])sig%(?:25)*3D)(?:(?!%(?:25)*26)[^&\s\"'<>;,])+"), r"\1REDACTED"),
+    # a parsed token in JSON or a repr: "sig": "..." / 'sig': '...'
+    (re.compile(r"(?i)([\"']sig[\"']\s*:\s*[\"'])[^\"']+"), r"\1REDACTED"),
     # connection strings: AccountKey=..., SharedAccessSignature=..., SharedAccessKey=...
     (re.compile(r"(?i)(\b(?:AccountKey|SharedAccessKey|SharedAccessSignature)=)[^;\s\"'<>]+"), r"\1REDACTED"),
     # HTTP authorization headers and bearer tokens

@@ -132,6 +132,9 @@ class Settings:
     # grows on long jobs to keep the history small); 0 = only when a shard group finishes
     progress_interval_s: float = field(default=30.0, metadata={"min": 0})
     task_hub: str = "mdbatch"  # the Durable task hub; host.json reads it as %MDBATCH_TASK_HUB%
+    # plan, aggregate, publish and cleanup are retried: one storage hiccup must not waste the GPU work
+    activity_attempts: int = field(default=3, metadata={"min": 1})
+    activity_retry_s: float = field(default=5.0, metadata={"min": 0.001})
 
     @property
     def secrets_path(self) -> Path:

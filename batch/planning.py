@@ -48,6 +48,10 @@ def parse_image_list(data: Any) -> Iterator[tuple[str, Any]]:
 
 
 def has_image_extension(name: str, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> bool:
+    """Whether `name` ends with an image extension; for a full URL (use_url lists, often with a SAS
+    per image) the path decides, not the end of the query string."""
+    if "://" in name:
+        name = name.split("#", 1)[0].split("?", 1)[0]
     low = name.lower()
     return any(low.endswith(e) for e in extensions)
 

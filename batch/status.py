@@ -81,6 +81,16 @@ def progress_delay(base_s: float, elapsed_s: float) -> float:
     return max(base_s, max(0.0, elapsed_s) / PROGRESS_GROWTH)
 
 
+POLL_GROWTH = 16.0  # past the cap, a job poll waits 1/16 of the time already waited
+
+
+def next_poll_delay(delay_s: float, factor: float, cap_s: float, waited_s: float) -> float:
+    """Seconds until the next job poll: back off by `factor` to `cap_s`, then a sixteenth of the
+    time already waited. A job stuck in a queue for 12 h is polled about 70 times, not 360, so the
+    shard's history stays small, while a normal shard (minutes) is still seen within `cap_s`."""
+    return max(min(delay_s * factor, cap_s), max(0.0, waited_s) / POLL_GROWTH)
+
+
 def state_of(runtime_status: str | None) -> State:
     return _RUNTIME_TO_STATE.get(runtime_status or "", State.RUNNING)
 

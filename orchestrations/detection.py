@@ -13,6 +13,7 @@ Everything here is replay-safe: time comes from the context, names are derived f
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import timedelta
 from typing import Any
@@ -21,7 +22,7 @@ import azure.durable_functions as df
 from azure.durable_functions.models.Task import TaskBase, TaskState
 
 from batch.fanout import plan_fanout, shard_images
-from batch.status import Stage, custom_status, progress_delay
+from batch.status import Stage, custom_status, next_poll_delay, progress_delay
 
 bp = df.Blueprint()
 
@@ -37,6 +38,17 @@ def _reason(exc: BaseException | Any, limit: int = 300) -> str:
     if m and m.group(1):
         text = m.group(1)
     return _SIG.sub(r"\1REDACTED", text)[:limit]
+
+
+def _call(context: df.DurableOrchestrationContext, opts: dict[str, Any], name: str, arg: Any) -> TaskBase:
+    """A request-level activity (plan, aggregate, publish, cleanup), retried with a durable timer
+    between attempts when the request's options ask for it: those steps only touch storage, and one
+    transient storage error must not throw away hours of GPU work."""
+    attempts = int(opts.get("activity_attempts", 1))
+    if attempts <= 1:
+        return context.call_activity(name, arg)
+    retry = df.RetryOptions(max(1, int(float(opts.get("activity_retry_s", 5)) * 1000)), attempts)
+    return context.call_activity_with_retry(name, retry, arg)
 
 
 def _window(context: df.DurableOrchestrationContext, starts: list[Any], limit: int):
@@ -68,11 +80,13 @@ def detection_batch(context: df.DurableOrchestrationContext):
     rid: str = job["request_id"]
     opts: dict[str, Any] = job["options"]
     stage = Stage.LISTING
+    progress: dict[str, int] = {}  # the last counts shown, kept in a failed status too
     context.set_custom_status(custom_status(stage))
     try:
-        plan = yield context.call_activity("plan_shards", job)
+        plan = yield _call(context, opts, "plan_shards", job)
         images, shards, size = plan["images"], plan["shards"], plan["shard_size"]
         counts = {"images_total": images, "shards_total": shards}
+        progress = dict(counts)
         failed: dict[str, list[int]] = {}
         done = n_failed = scored = 0
         if shards:
@@ -150,19 +164,20 @@ def detection_batch(context: df.DurableOrchestrationContext):
                 live = max(shown, scored + sum(in_flight.values()))
                 if changed or live != shown:
                     shown = live
-                    context.set_custom_status(custom_status(
-                        stage, **counts, shards_done=done, shards_failed=n_failed, images_scored=shown))
+                    progress = {**counts, "shards_done": done, "shards_failed": n_failed,
+                                "images_scored": shown}
+                    context.set_custom_status(custom_status(stage, **progress))
             if timer is not None and timer.state is TaskState.RUNNING:  # scoring is over
                 timer.cancel()
         stage = Stage.AGGREGATING
         progress = {**counts, "shards_done": done, "shards_failed": n_failed, "images_scored": scored}
         context.set_custom_status(custom_status(stage, **progress))
-        merged = yield context.call_activity(
-            "aggregate_results", {"request_id": rid, "shards": shards, "failed": failed})
+        merged = yield _call(context, opts, "aggregate_results",
+                             {"request_id": rid, "shards": shards, "failed": failed})
         stage = Stage.PUBLISHING
         context.set_custom_status(custom_status(stage, **progress))
-        links = yield context.call_activity("publish_results", {"request_id": rid})
-        yield context.call_activity("cleanup_request", {"request_id": rid})
+        links = yield _call(context, opts, "publish_results", {"request_id": rid})
+        yield _call(context, opts, "cleanup_request", {"request_id": rid})
         message = None
         if images == 0:
             message = "no images matched the request; the results are empty"
@@ -188,9 +203,9 @@ def detection_batch(context: df.DurableOrchestrationContext):
         return output
     except Exception as exc:
         why = f"{stage.value} failed: {_reason(exc)}"
-        context.set_custom_status(custom_status(Stage.FAILED, message=why))
+        context.set_custom_status(custom_status(Stage.FAILED, **progress, message=why))
         try:
-            yield context.call_activity("cleanup_request", {"request_id": rid})
+            yield _call(context, opts, "cleanup_request", {"request_id": rid})
             if job.get("status_blob"):
                 yield context.call_activity("report_request_status", {"name": job["status_blob"], "status": {
                     "request_id": rid, "state": "failed", "error": why}})
@@ -219,6 +234,13 @@ def detection_shard_group(context: df.DurableOrchestrationContext):
         elif not res.get("ok"):
             failed[str(shards[i])] = res.get("reason") or "unknown"
     return {"first": shards[0] if shards else 0, "stop": int(arg["stop"]), "failed": failed}
+
+
+def _cancel_quietly(context: df.DurableOrchestrationContext, arg: dict[str, Any]):
+    """Cancel a job being given up on; a failed cancel must not end the shard (it has attempts left,
+    and `detection_shard` never raises)."""
+    with contextlib.suppress(Exception):
+        yield context.call_activity("cancel_shard", arg)
 
 
 @bp.orchestration_trigger(context_name="context")
@@ -251,7 +273,8 @@ def detection_shard(context: df.DurableOrchestrationContext):
         poll_errors = 0
         while True:
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
-            delay = min(delay * factor, cap)
+            waited = (context.current_utc_datetime - started).total_seconds()
+            delay = next_poll_delay(delay, factor, cap, waited)
             try:
                 st = yield context.call_activity("poll_shard", {**base, "job_id": job_id})
             except Exception as exc:
@@ -265,12 +288,12 @@ def detection_shard(context: df.DurableOrchestrationContext):
             if state in ("FAILED", "PREEMPTED", "CANCELLED", "CANCELED"):
                 reason = f"{state.lower()}: {st.get('reason') or 'no reason given'}"
                 if st.get("active"):
-                    yield context.call_activity("cancel_shard", {**base, "job_id": job_id})
+                    yield from _cancel_quietly(context, {**base, "job_id": job_id})
                 if state in ("CANCELLED", "CANCELED"):
                     return {**base, "ok": False, "reason": f"job {reason}", "attempts": attempt}
                 break
             if (context.current_utc_datetime - started).total_seconds() > attempt_timeout:
-                yield context.call_activity("cancel_shard", {**base, "job_id": job_id})
+                yield from _cancel_quietly(context, {**base, "job_id": job_id})
                 reason = f"timed out after {int(attempt_timeout)} s"
                 break
     return {**base, "ok": False, "reason": f"{reason} (after {max_attempts} attempts)",

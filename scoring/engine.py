@@ -98,6 +98,14 @@ class Detector:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0]
 
+    def infer_checked(self, batch: np.ndarray) -> np.ndarray:
+        """:meth:`infer`, with any runtime failure (CUDA, shape, ORT) as one clear ModelError."""
+        try:
+            return self.infer(batch)
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"inference failed on a batch of {len(batch)}: {msg[:300]}") from None
+
     def preprocess(self, img: np.ndarray) -> Letterboxed:
         m = self.manifest
         return letterbox(img, m.input_size, m.stride, m.pad_value)
@@ -105,7 +113,7 @@ class Detector:
     def detections(self, pred: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int, int],
                    threshold: float) -> list[dict[str, Any]]:
         det = select(pred, self.manifest.layout, threshold)
-        return to_detections(det, input_hw, orig_hw, threshold, self.category_ids)
+        return to_detections(det, input_hw, orig_hw, threshold, self.category_ids, self.manifest.layout)
 
 
 @dataclass
@@ -261,7 +269,7 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
             return
         batch = (group[0][1].tensor[None] if len(group) == 1
                  else np.stack([lb.tensor for _, lb in group]))
-        preds = det.infer(batch)
+        preds = det.infer_checked(batch)
         stats.batches += 1
         for (item, lb), pred in zip(group, preds, strict=True):
             done[item.file] = _entry(item, det.detections(pred, shape, lb.orig_hw, cfg.threshold), None)

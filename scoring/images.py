@@ -20,13 +20,13 @@ MAX_PIXELS = 100_000_000
 Image.MAX_IMAGE_PIXELS = None  # we check the limit ourselves, on the header, before decoding
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-_ORIENT = {  # EXIF orientation -> Pillow transpose ops (what ImageOps.exif_transpose does)
-    2: (Image.Transpose.FLIP_LEFT_RIGHT,),
+# EXIF orientation -> Pillow transpose ops, the way MegaDetector's open_image applies them: the
+# rotations 3/6/8 only (it skips mirrored orientations), read through ``Image._getexif`` (so
+# formats without it, e.g. TIFF, are not rotated). Its boxes, and the tools that draw them,
+# refer to the pixels so oriented; ours must too.
+_ORIENT = {
     3: (Image.Transpose.ROTATE_180,),
-    4: (Image.Transpose.FLIP_TOP_BOTTOM,),
-    5: (Image.Transpose.TRANSPOSE,),
     6: (Image.Transpose.ROTATE_270,),
-    7: (Image.Transpose.TRANSVERSE,),
     8: (Image.Transpose.ROTATE_90,),
 }
 
@@ -80,7 +80,9 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if w * h > max_pixels:
         raise ImageError(f"image access failure: decompression bomb ({w}x{h} > {max_pixels} pixels)")
     try:
-        orientation = im.getexif().get(274, 1)
+        getexif = getattr(im, "_getexif", None)  # what MegaDetector reads (JPEG, PNG, WebP, MPO)
+        exif = getexif() if getexif is not None else None
+        orientation = exif.get(274, 1) if exif else 1
     except Exception:
         orientation = 1
     try:

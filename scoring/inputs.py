@@ -111,6 +111,14 @@ def _list_source(raw: bytes, loc: str) -> ImageSource:
     return ImageSource(items, fetch, f"image list {redact(loc)}")
 
 
+def _check_relative(name: str) -> str:
+    """A manifest image name relative to its source: never absolute, never a '..' segment."""
+    if not name or name.startswith("/") or "\x00" in name \
+            or any(part == ".." for part in name.split("/")):
+        raise StorageError("the name leads outside the source")
+    return name
+
+
 def _manifest_source(data: dict[str, Any], loc: str) -> ImageSource:
     images = data.get("images")
     if not isinstance(images, list) or not all(isinstance(x, str) for x in images):
@@ -129,8 +137,13 @@ def _manifest_source(data: dict[str, Any], loc: str) -> ImageSource:
         if not root.is_dir():
             raise InputError(f"shard manifest {loc}: source folder {root} does not exist")
 
+        real_root = root.resolve()
+
         def fetch_local(name: str) -> bytes:
-            return (root / name).read_bytes()
+            path = root / _check_relative(name)
+            if not path.resolve().is_relative_to(real_root):  # a symlink out of the source folder
+                raise StorageError("the name leads outside the source")
+            return path.read_bytes()
 
         return ImageSource(items, fetch_local, f"shard manifest {loc} -> {root}", extra)
     try:
@@ -139,7 +152,11 @@ def _manifest_source(data: dict[str, Any], loc: str) -> ImageSource:
         raise
     except Exception as e:
         raise InputError(f"shard manifest {loc}: cannot open source container: {type(e).__name__}") from None
-    return ImageSource(items, container.read_bytes, f"shard manifest {loc} -> {container.url}", extra)
+
+    def fetch_blob(name: str) -> bytes:
+        return container.read_bytes(_check_relative(name))
+
+    return ImageSource(items, fetch_blob, f"shard manifest {loc} -> {container.url}", extra)
 
 
 def open_input(inp: str) -> ImageSource:

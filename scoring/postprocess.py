@@ -3,9 +3,12 @@
 Mirrors ``megadetector.detection.pytorch_detector`` (classic mode): objectness
 prefilter, score = objectness x best class score, per-class greedy NMS at IoU
 0.45 (torchvision semantics: suppress IoU > threshold), at most 300 boxes, boxes
-scaled back with YOLOv5's ``scale_boxes`` (clip, round to whole pixels), then
-normalized ``[x_min, y_min, w, h]`` computed in float32 and truncated to 4
-decimals; conf truncated to 3 decimals.
+scaled back with YOLOv5's ``scale_boxes`` (or ultralytics' for ``ultralytics``
+models, as MegaDetector does: whole-pixel pads, gain per axis), clipped and
+rounded to whole pixels, then normalized ``[x_min, y_min, w, h]`` computed in
+float32 and truncated to 4 decimals; conf truncated to 3 decimals. Detections
+are listed the way MegaDetector lists them: NMS output walked lowest conf first,
+then stable-sorted by the truncated conf, highest first.
 """
 
 from __future__ import annotations
@@ -84,26 +87,43 @@ def select(pred: np.ndarray, layout: str, conf_thres: float, iou_thres: float = 
     return det.astype(np.float32, copy=False)
 
 
-def scale_boxes(input_hw: tuple[int, int], boxes: np.ndarray, orig_hw: tuple[int, int]) -> np.ndarray:
-    """YOLOv5 ``scale_boxes`` (ratio_pad=None) + clip, then round to whole pixels. float32 in/out."""
+def scale_boxes(input_hw: tuple[int, int], boxes: np.ndarray, orig_hw: tuple[int, int],
+                layout: str = "yolov5") -> np.ndarray:
+    """``scale_boxes`` (ratio_pad=None) + clip, then round to whole pixels. float32 in/out.
+
+    ``yolov5``: YOLOv5's (fractional pad, one gain). ``ultralytics``: the ultralytics package's,
+    which MegaDetector uses for those models (pads rounded like LetterBox, gain per axis from
+    the rounded resized size).
+    """
     gain = min(input_hw[0] / orig_hw[0], input_hw[1] / orig_hw[1])
-    pad_x = (input_hw[1] - orig_hw[1] * gain) / 2
-    pad_y = (input_hw[0] - orig_hw[0] * gain) / 2
     b = boxes.astype(np.float32, copy=True)
-    b[:, [0, 2]] -= np.float32(pad_x)
-    b[:, [1, 3]] -= np.float32(pad_y)
-    b /= np.float32(gain)
+    if layout == "ultralytics":
+        new_h, new_w = (max(round(x * gain), 1) for x in orig_hw)
+        gain_y, gain_x = new_h / orig_hw[0], new_w / orig_hw[1]
+        pad_x = round((input_hw[1] - new_w) / 2 - 0.1)
+        pad_y = round((input_hw[0] - new_h) / 2 - 0.1)
+        b[:, [0, 2]] -= np.float32(pad_x)
+        b[:, [1, 3]] -= np.float32(pad_y)
+        b[:, [0, 2]] /= np.float32(gain_x)
+        b[:, [1, 3]] /= np.float32(gain_y)
+    else:
+        pad_x = (input_hw[1] - orig_hw[1] * gain) / 2
+        pad_y = (input_hw[0] - orig_hw[0] * gain) / 2
+        b[:, [0, 2]] -= np.float32(pad_x)
+        b[:, [1, 3]] -= np.float32(pad_y)
+        b /= np.float32(gain)
     b[:, [0, 2]] = b[:, [0, 2]].clip(0, orig_hw[1])
     b[:, [1, 3]] = b[:, [1, 3]].clip(0, orig_hw[0])
     return np.round(b)
 
 
 def to_detections(det: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int, int],
-                  conf_thres: float, category_ids: list[str]) -> list[dict[str, Any]]:
+                  conf_thres: float, category_ids: list[str], layout: str = "yolov5"
+                  ) -> list[dict[str, Any]]:
     """[K, 6] input-pixel detections -> MegaDetector ``detections`` entries, highest conf first."""
     if det.shape[0] == 0:
         return []
-    xyxy = scale_boxes(input_hw, det[:, :4], orig_hw)
+    xyxy = scale_boxes(input_hw, det[:, :4], orig_hw, layout)
     gn_w, gn_h = np.float32(orig_hw[1]), np.float32(orig_hw[0])
     # xyxy2xywh then / gn, in float32 like torch; the final subtraction in float64 like Python
     xc = ((xyxy[:, 0] + xyxy[:, 2]) / np.float32(2)) / gn_w
@@ -111,7 +131,7 @@ def to_detections(det: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int
     bw = (xyxy[:, 2] - xyxy[:, 0]) / gn_w
     bh = (xyxy[:, 3] - xyxy[:, 1]) / gn_h
     out = []
-    for i in range(det.shape[0]):
+    for i in reversed(range(det.shape[0])):  # MegaDetector: ``for ... in reversed(det)``
         conf = float(det[i, 4])
         if conf < conf_thres:
             continue
@@ -124,4 +144,5 @@ def to_detections(det: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int
             "conf": _truncate(conf, CONF_DIGITS),
             "bbox": box,
         })
+    out.sort(key=lambda d: d["conf"], reverse=True)  # stable, like run_detector_batch's sort
     return out

@@ -137,7 +137,11 @@ class BlobContainer:
 
     def write_bytes(self, name: str, data: bytes) -> None:
         # a single Put Blob (<= max_single_put_size) or a block-list commit: readers never see half
-        self.client.upload_blob(self._full(name), data, overwrite=True)
+        try:
+            self.client.upload_blob(self._full(name), data, overwrite=True)
+        except Exception as e:
+            raise StorageError(f"cannot write blob {self._full(name)!r} in {self.url}: "
+                               f"{type(e).__name__}") from None
 
     def exists(self, name: str) -> bool:
         return bool(self.client.get_blob_client(self._full(name)).exists())
@@ -200,16 +204,21 @@ class Location:
             self.blob.write_bytes(self.name, data)
             return
         assert self.path is not None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        except OSError as e:
+            raise StorageError(f"cannot write {self.path}: {e.strerror or type(e).__name__}") from None
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
-        except BaseException:
+        except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise StorageError(f"cannot write {self.path}: {e.strerror or type(e).__name__}") from None
             raise
 
     def read_bytes(self) -> bytes | None:
@@ -238,6 +247,8 @@ class Location:
             except OSError as e:
                 raise StorageError(f"cannot create output folder {self.path.parent}: "
                                    f"{e.strerror or type(e).__name__}") from None
+            if self.path.is_dir():
+                raise StorageError(f"output {self.path} is a folder, not a file")
             if not os.access(self.path.parent, os.W_OK):
                 raise StorageError(f"output folder {self.path.parent} is not writable")
 

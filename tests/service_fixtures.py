@@ -111,6 +111,7 @@ def service_env(state: Path, model_dir: Path, **extra: str) -> dict[str, str]:
         "MDBATCH_POLL_INITIAL_S": "0.2",
         "MDBATCH_POLL_MAX_S": "0.5",
         "MDBATCH_MAX_ATTEMPTS": "3",
+        "MDBATCH_ACTIVITY_RETRY_S": "0.2",
         "MDBATCH_CALLERS": ",".join(CALLERS),
         "MDBATCH_TASK_HUB": "mdbtest",
         "MDBATCH_SECRETS_BACKEND": "local",

@@ -160,3 +160,20 @@ def test_custom_status_shows_live_progress(host: EmbeddedHost, dataset: Dataset)
     assert seen == sorted(seen), seen  # monotone non-decreasing over the polls
     assert any(0 < n < total for n in seen) and seen[-1] == total, seen
     check_results(fetch(doc["output"]["output_file_urls"]["detections"]), dataset)
+
+
+def test_job_polls_stay_few_when_a_job_waits_for_hours() -> None:
+    from batch.status import next_poll_delay
+
+    def polls(hours: float) -> int:
+        t, delay, n = 0.0, 15.0, 0
+        while t < hours * 3600:
+            t += delay
+            n += 1
+            delay = next_poll_delay(delay, 2.0, 120.0, t)
+        return n
+
+    assert next_poll_delay(15.0, 2.0, 120.0, 15.0) == 30.0  # normal back-off first
+    assert next_poll_delay(120.0, 2.0, 120.0, 600.0) == 120.0  # a 10-minute shard: still the cap
+    assert polls(12) <= 90  # the fixed cap alone would poll about 360 times
+    assert polls(0.5) >= 15  # short jobs keep their responsiveness

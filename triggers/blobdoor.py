@@ -97,12 +97,13 @@ async def request_upload(blob: func.InputStream, client: df.DurableOrchestration
             claimed = parse_request(body, max_bytes=s.max_body_bytes).caller
         except Exception:
             claimed = None  # `start` reports the problems
-        started = await service.start(client, body, None, request_id=rid,
-                                      trusted_caller=claimed or "blob-upload", status_blob=status_name)
+        # A named caller is checked against the allowlist like any other door's (`start` ->
+        # `identify`); a request blob without one belongs to "blob-upload".
+        trusted = None if claimed else "blob-upload"
+        # `start` writes the "running" status before it starts the job (a quick job may finish
+        # and write its outcome before `start` returns); the orchestration writes the outcome.
+        await service.start(client, body, None, request_id=rid,
+                            trusted_caller=trusted, status_blob=status_name)
     except ServiceError as exc:
         write_status(status_name, {"request_id": None, "state": "rejected", "error": exc.message})
         log.info("request blob %s rejected (%d)", name, exc.status)
-        return
-    if not started.existed:
-        write_status(status_name, {"request_id": rid, "state": "running",
-                                   "status_path": f"/api/detections/{rid}"})

@@ -20,7 +20,7 @@ from adapters.errors import LocationError, NotFoundError
 from adapters.secrets import park_url, unpark
 from adapters.settings import Settings
 from adapters.storage import check_sas, parse_location, validate_input_location
-from batch.request import DetectionRequest, RequestError, parse_request
+from batch.request import MODEL_RE, DetectionRequest, RequestError, parse_request
 from batch.status import State, curated_status
 
 log = logging.getLogger("mdbatch.triggers")
@@ -81,14 +81,17 @@ def caller_key(caller: str) -> str:
     return hashlib.sha256(caller.encode()).hexdigest()[:24]
 
 
-def _check_locations(req: DetectionRequest, s: Settings, problems: list[str], remote: bool) -> None:
-    if req.input_container_sas:
+def _check_locations(req: DetectionRequest | dict[str, Any], s: Settings, problems: list[str],
+                     remote: bool) -> None:
+    fields = req if isinstance(req, dict) else req.model_dump()
+    input_sas, list_sas = fields.get("input_container_sas"), fields.get("images_requested_json_sas")
+    if isinstance(input_sas, str) and input_sas:
         try:
-            validate_input_location(req.input_container_sas, need_list=True, settings=s, check_remote=remote)
+            validate_input_location(input_sas, need_list=True, settings=s, check_remote=remote)
         except LocationError as exc:
             problems.append(f"input_container_sas: {exc}")
-    if req.images_requested_json_sas:
-        url = req.images_requested_json_sas
+    if isinstance(list_sas, str) and list_sas:
+        url = list_sas
         try:
             parent = url.split("?", 1)[0].rstrip("/").rpartition("/")[0]
             loc = parse_location(url, s)
@@ -101,31 +104,58 @@ def _check_locations(req: DetectionRequest, s: Settings, problems: list[str], re
             problems.append(f"images_requested_json_sas: {exc}")
 
 
+def _raw_fields(body: bytes, s: Settings) -> dict[str, Any]:
+    """The body's fields when it is a JSON object within the size limit, else {} (nothing to check)."""
+    if len(body) > s.max_body_bytes:
+        return {}
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def validate(body: bytes, s: Settings, *, remote: bool = True) -> DetectionRequest:
-    """Every problem of the request in one 400 message, before anything starts."""
+    """Every problem of the request in one 400 message, before anything starts.
+
+    A field error does not hide the others: locations, model and limits are checked on whatever
+    fields have the right type, so one answer names everything that is wrong.
+    """
+    problems: list[str] = []
+    req: DetectionRequest | None = None
     try:
         req = parse_request(body, max_bytes=s.max_body_bytes)
+        fields: dict[str, Any] = req.model_dump()
     except RequestError as exc:
-        raise ServiceError(400, str(exc)) from None
-    problems: list[str] = []
-    _check_locations(req, s, problems, remote=False)
+        problems.extend(exc.problems)
+        fields = _raw_fields(body, s)
+    _check_locations(fields, s, problems, remote=False)
     models = supported_models(s)
     available = ", ".join(models) or "none installed"
-    if req.model_version and req.model_version not in models:
-        problems.append(f"model_version {req.model_version!r} is not supported ({available})")
-    elif not req.model_version and s.default_model not in models:
+    model = fields.get("model_version")
+    if isinstance(model, str) and MODEL_RE.match(model):
+        if model not in models:
+            problems.append(f"model_version {model!r} is not supported ({available})")
+    elif model is None and s.default_model not in models:
         problems.append(f"no model_version given and the default model {s.default_model!r} "
                         f"is not installed ({available})")
-    if req.first_n and req.first_n > s.max_images:
+    first_n, sample_n = fields.get("first_n"), fields.get("sample_n")
+    first_n = first_n if _is_int(first_n) and first_n > 0 else None
+    sample_n = sample_n if _is_int(sample_n) and sample_n > 0 else None
+    if first_n and first_n > s.max_images:
         problems.append(f"first_n must be at most {s.max_images}")
-    if req.sample_n and req.sample_n > s.max_images:
+    if sample_n and sample_n > s.max_images:
         problems.append(f"sample_n must be at most {s.max_images}")
-    if req.sample_n and req.first_n and req.sample_n > req.first_n:
+    if sample_n and first_n and sample_n > first_n:
         problems.append("sample_n must not be larger than first_n")
     if not problems and remote:  # one round trip to the caller's storage, once all else is right
-        _check_locations(req, s, problems, remote=True)
-    if problems:
-        raise ServiceError(400, "invalid request: " + "; ".join(problems))
+        _check_locations(fields, s, problems, remote=True)
+    if problems or req is None:
+        raise ServiceError(400, "invalid request: " + "; ".join(problems or ["invalid request"]))
     return req
 
 
@@ -136,6 +166,7 @@ def options(s: Settings) -> dict[str, Any]:
         "poll_initial_s": s.poll_initial_s, "poll_max_s": s.poll_max_s, "poll_factor": s.poll_factor,
         "max_attempts": s.max_attempts, "attempt_timeout_s": s.attempt_timeout_s,
         "checkpoint_every": s.checkpoint_every, "progress_interval_s": s.progress_interval_s,
+        "activity_attempts": s.activity_attempts, "activity_retry_s": s.activity_retry_s,
     }
 
 
@@ -151,6 +182,12 @@ async def start(client: Any, body: bytes, headers: Any, *, request_id: str | Non
     """Validate, identify, check capacity, park secrets, start `detection_batch`."""
     svc = sv.get()
     s = svc.settings
+    if request_id is not None:
+        # A redelivered blob event finds its job before anything is checked again: the request
+        # may no longer validate (SAS expired, input gone), and the job's outcome must stand.
+        existing = await client.get_status(request_id)
+        if existing is not None and getattr(existing, "runtime_status", None) is not None:
+            return Started(request_id, existed=True)
     req = validate(body, s, remote=False)
     caller = trusted_caller or identify(headers, req.caller, s)
     remote_problems: list[str] = []
@@ -158,10 +195,6 @@ async def start(client: Any, body: bytes, headers: Any, *, request_id: str | Non
     if remote_problems:
         raise ServiceError(400, "invalid request: " + "; ".join(remote_problems))
     rid = request_id or uuid.uuid4().hex
-    if request_id is not None:
-        existing = await client.get_status(rid)
-        if existing is not None and getattr(existing, "runtime_status", None) is not None:
-            return Started(rid, existed=True)
     if await active_jobs(client) >= s.max_active_jobs:
         raise ServiceError(503, f"the service is at capacity ({s.max_active_jobs} active jobs); retry later")
     source = image_list = None
@@ -184,6 +217,13 @@ async def start(client: Any, body: bytes, headers: Any, *, request_id: str | Non
         svc.work.write_json(sv.index_name(caller_key(caller), rid),
                             {"request_id": rid, "created": job["submitted"],
                              "request_name": req.request_name})
+        if status_blob:
+            # Before the start, never after: a quick job writes its outcome there, and a "running"
+            # written after start_new returned could overwrite it.
+            from triggers.blobdoor import write_status
+
+            write_status(status_blob, {"request_id": rid, "state": "running",
+                                       "status_path": f"/api/detections/{rid}"})
         await client.start_new(ORCHESTRATOR, rid, job)
     except Exception:
         unpark(svc.secrets, rid)

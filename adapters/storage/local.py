@@ -79,7 +79,7 @@ class LocalStore:
 
     def write_bytes(self, name: str, data: bytes, *, overwrite: bool = True) -> None:
         """Write to a temp file in the same folder, then rename (or hard-link for write-once)."""
-        path = self._path(name)
+        path = self._inside(self._path(name))  # before mkdir: a symlinked folder must not carry it out
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}{_TMP_MARK}{uuid.uuid4().hex}")
         try:
@@ -100,16 +100,22 @@ class LocalStore:
     def write_json(self, name: str, obj: Any, *, overwrite: bool = True) -> None:
         self.write_bytes(name, json_bytes(obj), overwrite=overwrite)
 
+    def _escapes(self, path: Path) -> bool:
+        return not path.resolve().is_relative_to(self.root.resolve())
+
     def exists(self, name: str) -> bool:
-        return self._path(name).is_file()
+        path = self._path(name)
+        return not self._escapes(path) and path.is_file()
 
     def delete(self, name: str) -> None:
-        """Idempotent: deleting a missing file is not an error."""
-        self._path(name).unlink(missing_ok=True)
+        """Idempotent: deleting a missing file is not an error. Nothing outside the root is deleted."""
+        path = self._path(name)
+        if not self._escapes(path):
+            path.unlink(missing_ok=True)
 
     def download_link(self, name: str, expiry: timedelta) -> str:
         """A file URL (no expiry on a local disk)."""
-        path = self._path(name)
+        path = self._inside(self._path(name))
         if not path.is_file():
             raise NotFoundError(f"{name!r} not found in {self.url}")
         return path.as_uri()

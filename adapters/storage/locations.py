@@ -179,6 +179,9 @@ class SasInfo:
     start: datetime | None
     expiry: datetime | None
     resource: str | None  # c (container), b (blob), or None for an account SAS
+    policy: str | None = None  # si=: a stored access policy may hold the permissions and times
+    services: str | None = None  # ss= of an account SAS (b for Blob)
+    resource_types: str | None = None  # srt= of an account SAS (s service, c container, o object)
 
 
 def _sas_time(name: str, raw: str) -> datetime:
@@ -199,7 +202,9 @@ def sas_info(sas: str) -> SasInfo:
     resource = params.get("sr")
     if resource is None and "srt" not in params and "si" not in params:
         raise LocationError("malformed_sas", "the SAS token names no resource (sr= or srt=)")
-    return SasInfo(permissions=params.get("sp", ""), start=start, expiry=expiry, resource=resource)
+    return SasInfo(permissions=params.get("sp", ""), start=start, expiry=expiry, resource=resource,
+                   policy=params.get("si") or None, services=params.get("ss"),
+                   resource_types=params.get("srt"))
 
 
 def check_sas(sas: str, *, need_read: bool = True, need_list: bool = False,
@@ -214,13 +219,30 @@ def check_sas(sas: str, *, need_read: bool = True, need_list: bool = False,
             "sas_not_yet_valid", f"the SAS token is not valid before {info.start.isoformat()}"
         )
     perms = info.permissions
-    if need_read and "r" not in perms:
+    account_sas = info.resource is None and info.resource_types is not None
+    if account_sas:
+        if info.services is not None and "b" not in info.services:
+            raise LocationError(
+                "sas_wrong_service", "the account SAS does not cover Blob storage (ss lacks b)"
+            )
+        if need_read and "o" not in info.resource_types:
+            raise LocationError(
+                "sas_missing_read", "the account SAS does not cover blobs (srt lacks o, object)"
+            )
+        if need_list and "c" not in info.resource_types:
+            raise LocationError(
+                "sas_missing_list", "the account SAS cannot list containers' blobs (srt lacks c, container)"
+            )
+    # With a stored access policy (si=) and no sp= in the token, the policy holds the permissions:
+    # only the service can tell, so leave it to the round trip.
+    check_perms = not (info.policy and not perms)
+    if need_read and check_perms and "r" not in perms:
         raise LocationError("sas_missing_read", "the SAS token lacks read (r) permission")
     if need_list:
-        if info.resource == "b":
+        if info.resource in ("b", "bs", "bv"):
             raise LocationError(
                 "sas_missing_list", "a blob SAS cannot list; give a container SAS with list (l)"
             )
-        if "l" not in perms:
+        if check_perms and "l" not in perms:
             raise LocationError("sas_missing_list", "the SAS token lacks list (l) permission")
     return info
