@@ -13,7 +13,11 @@ bp = df.Blueprint()
 
 @bp.activity_trigger(input_name="job")
 def plan_shards(job: dict[str, Any]) -> dict[str, Any]:
-    return steps.plan(services.get(), job)
+    """A request that cannot be served as asked is an answer, not an error: no retry would help."""
+    try:
+        return steps.plan(services.get(), job)
+    except steps.RequestProblem as exc:
+        return {"problem": str(exc)}
 
 
 @bp.activity_trigger(input_name="arg")

@@ -26,7 +26,7 @@ from adapters.secrets import unpark
 from adapters.storage import open_store, parse_location
 from batch.fanout import shard_images
 from batch.merge import merge_shards
-from batch.planning import IMAGE_EXTENSIONS, parse_image_list, plan_shards, select_images
+from batch.planning import IMAGE_EXTENSIONS, TooManyImages, parse_image_list, plan_shards, select_images
 
 log = logging.getLogger("mdbatch.activities")
 
@@ -96,12 +96,12 @@ def plan(svc: sv.Services, job: dict[str, Any]) -> dict[str, Any]:
         entries = ((n, None) for n in store.list(prefix=job.get("image_path_prefix") or "",
                                                    extensions=IMAGE_EXTENSIONS))
         exts = IMAGE_EXTENSIONS
-    sel = select_images(entries, request_id=rid, prefix=job.get("image_path_prefix"),
-                        first_n=job.get("first_n"), sample_n=job.get("sample_n"), extensions=exts,
-                        ordered=ordered)
-    if len(sel.images) > s.max_images:
-        raise RequestProblem(f"the request selects {len(sel.images)} images, more than the limit of "
-                             f"{s.max_images}")
+    try:
+        sel = select_images(entries, request_id=rid, prefix=job.get("image_path_prefix"),
+                            first_n=job.get("first_n"), sample_n=job.get("sample_n"), extensions=exts,
+                            ordered=ordered, sorted_listing=not ordered, limit=s.max_images)
+    except TooManyImages as exc:  # raised while listing: a huge container is never held in memory
+        raise RequestProblem(f"{exc}; narrow it with image_path_prefix, first_n or sample_n") from None
     manifest_source = None if job.get("use_url") else source
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="mdb-plan") as pool:
         futures: list[Future[None]] = []

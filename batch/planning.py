@@ -11,7 +11,6 @@ import hashlib
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
@@ -25,7 +24,7 @@ class Selection:
     images: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
     sample_seed: int | None = None
-    considered: int = 0  # images seen after prefix and extension filters, before first_n/sample_n
+    considered: int = 0  # images read after prefix and extension filters (a listing stops at first_n)
     notes: tuple[str, ...] = ()
 
 
@@ -56,6 +55,53 @@ def has_image_extension(name: str, extensions: Iterable[str] = IMAGE_EXTENSIONS)
     return any(low.endswith(e) for e in extensions)
 
 
+class TooManyImages(ValueError):
+    """The request selects more images than the service takes; raised as soon as it is known."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request selects more than the limit of {limit} images")
+        self.limit = limit
+
+
+def _take(names: Iterable[str], first_n: int | None, sample_n: int | None, seed: int | None,
+          limit: int | None) -> tuple[list[str], int]:
+    """first_n, then sample_n, over names in their final order, holding at most what is kept.
+
+    sample_n is a seeded reservoir sample (Algorithm R), so a sorted listing of millions of
+    blobs is sampled in one pass with sample_n names in memory. Returns (kept, names seen).
+    """
+    kept: list[str] = []
+    rng = random.Random(seed)
+    seen = 0
+    for name in names:
+        if first_n is not None and seen >= first_n:
+            break  # a sorted listing is not read past first_n
+        seen += 1
+        if sample_n is None:
+            kept.append(name)
+            if limit is not None and len(kept) > limit:
+                raise TooManyImages(limit)
+        elif len(kept) < sample_n:
+            kept.append(name)
+        else:
+            j = rng.randrange(seen)
+            if j < sample_n:
+                kept[j] = name
+    return kept, seen
+
+
+def _unique_sorted(names: Iterable[str]) -> Iterator[str]:
+    """Names of a listing that must already be sorted, duplicates dropped; raises if it is not."""
+    prev: str | None = None
+    for name in names:
+        if prev is not None and name <= prev:
+            if name == prev:
+                continue
+            raise ValueError(f"the storage listing is not sorted ({name!r} after {prev!r})")
+        prev = name
+        yield name
+
+
 def select_images(
     entries: Iterable[tuple[str, Any]],
     *,
@@ -65,43 +111,53 @@ def select_images(
     sample_n: int | None = None,
     extensions: Iterable[str] = IMAGE_EXTENSIONS,
     ordered: bool = False,
+    sorted_listing: bool = False,
+    limit: int | None = None,
 ) -> Selection:
     """Apply prefix -> extensions -> first_n -> sample_n to `entries` (a list or a listing).
 
     `ordered=True` says the entries are in the caller's meaningful order (an image list), so
-    first_n takes the first N as given; a container listing (ordered=False) is sorted first so
-    first_n is reproducible whatever order the store lists in.
+    first_n takes the first N as given. Otherwise first_n takes the first N in name order:
+    `sorted_listing=True` streams a store listing that is already sorted (Blob listings are), so
+    memory holds only what is kept and a container of millions of blobs is read only as far as
+    first_n; any other input is sorted first. More than `limit` images selected raises
+    TooManyImages as soon as that is known.
     """
     exts = tuple(e.lower() for e in extensions)
     notes: list[str] = []
-    seen: set[str] = set()
     meta: dict[str, Any] = {}
-    kept: list[str] = []
-    for name, m in entries:
-        name = name.replace("\\", "/")
-        if prefix and not name.startswith(prefix):
-            continue
-        if not has_image_extension(name, exts):
-            continue
-        if name in seen:
-            continue
-        seen.add(name)
-        kept.append(name)
-        if m is not None:
-            meta[name] = m
-    del seen
-    considered = len(kept)
-    if not ordered:
-        kept.sort()
-    if first_n is not None and len(kept) > first_n:
-        kept = list(islice(kept, first_n))
-    seed: int | None = None
-    if sample_n is not None:
-        seed = sample_seed(request_id)
-        if sample_n < len(kept):
-            kept = random.Random(seed).sample(kept, sample_n)
-        else:
-            notes.append(f"sample_n={sample_n} >= {len(kept)} images available: all were taken")
+    seed = sample_seed(request_id) if sample_n is not None else None
+
+    def wanted() -> Iterator[tuple[str, Any]]:
+        for name, m in entries:
+            name = name.replace("\\", "/")
+            if prefix and not name.startswith(prefix):
+                continue
+            if has_image_extension(name, exts):
+                yield name, m
+
+    if ordered:
+        seen: set[str] = set()
+        in_order: list[str] = []
+        for name, m in wanted():
+            if name in seen:
+                continue
+            seen.add(name)
+            in_order.append(name)
+            if m is not None:
+                meta[name] = m
+        del seen
+        kept, considered = _take(in_order, first_n, sample_n, seed, limit)
+    elif sorted_listing:
+        kept, considered = _take(_unique_sorted(n for n, _ in wanted()), first_n, sample_n, seed, limit)
+    else:
+        everything = sorted(n for n, _ in wanted())
+        kept, considered = _take(_unique_sorted(everything), first_n, sample_n, seed, limit)
+        del everything
+    if sample_n is not None and len(kept) < sample_n:
+        notes.append(f"sample_n={sample_n} >= {len(kept)} images available: all were taken")
+    if limit is not None and len(kept) > limit:
+        raise TooManyImages(limit)
     kept.sort()
     if meta:
         chosen = set(kept)

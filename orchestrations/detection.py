@@ -84,6 +84,8 @@ def detection_batch(context: df.DurableOrchestrationContext):
     context.set_custom_status(custom_status(stage))
     try:
         plan = yield _call(context, opts, "plan_shards", job)
+        if plan.get("problem"):  # the request cannot be served as asked (retrying would not help)
+            raise RuntimeError(plan["problem"])
         images, shards, size = plan["images"], plan["shards"], plan["shard_size"]
         counts = {"images_total": images, "shards_total": shards}
         progress = dict(counts)

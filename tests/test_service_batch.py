@@ -181,3 +181,46 @@ def test_status_models() -> None:
     assert v4_status({"runtimeStatus": "Terminated"})["request_status"] == "canceled"
     assert v4_status({"runtimeStatus": "Failed", "output": "x"})["request_status"] == "failed"
     assert curated_status({"runtimeStatus": "Terminated"})["state"] == "canceled"
+
+
+def test_sorted_listing_streams_first_n_and_stops_reading() -> None:
+    read: list[str] = []
+
+    def listing():
+        for i in range(1_000_000):
+            name = f"cam/{i:07d}.jpg"
+            read.append(name)
+            yield name, None
+
+    sel = select_images(listing(), request_id="r1234567", first_n=5, sorted_listing=True)
+    assert sel.images == [f"cam/{i:07d}.jpg" for i in range(5)]
+    assert len(read) <= 6  # the rest of the container is never listed
+
+
+def test_too_many_images_is_refused_while_listing() -> None:
+    from batch.planning import TooManyImages
+
+    read = 0
+
+    def listing():
+        nonlocal read
+        for i in range(100_000):
+            read += 1
+            yield f"{i:06d}.jpg", None
+
+    with pytest.raises(TooManyImages, match="more than the limit of 1000"):
+        select_images(listing(), request_id="r1234567", sorted_listing=True, limit=1000)
+    assert read <= 1001
+    ok = select_images(listing(), request_id="r1234567", sorted_listing=True, sample_n=1000, limit=1000)
+    assert len(ok.images) == 1000 and ok.images == sorted(ok.images)  # a sample of a huge listing fits
+
+
+def test_streamed_and_sorted_selection_agree() -> None:
+    names = [f"d/{i:04d}.jpg" for i in range(500)]
+    streamed = select_images(((n, None) for n in names), request_id="r1234567", first_n=300,
+                             sample_n=40, sorted_listing=True)
+    shuffled = select_images([(n, None) for n in reversed(names)], request_id="r1234567", first_n=300,
+                             sample_n=40)
+    assert streamed.images == shuffled.images and len(streamed.images) == 40
+    with pytest.raises(ValueError, match="not sorted"):
+        select_images([(n, None) for n in reversed(names)], request_id="r1234567", sorted_listing=True)
