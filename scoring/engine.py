@@ -91,7 +91,14 @@ class Detector:
         except ValueError as e:
             raise ModelError(str(e)) from None
         self.input_name = self.session.get_inputs()[0].name
-        self.category_ids = [str(i + 1) for i in range(max(len(self.manifest.categories), 1))]
+        self.category_ids = self.manifest.class_ids
+        shape = self.session.get_outputs()[0].shape  # yolov5 [B, N, 5+nc]; ultralytics [B, 4+nc, N]
+        dim = shape[2] if self.manifest.layout == "yolov5" else shape[1]
+        if len(shape) == 3 and isinstance(dim, int):
+            classes = dim - (5 if self.manifest.layout == "yolov5" else 4)
+            if classes > len(self.category_ids):
+                raise ModelError(f"model {model_path} has {classes} classes but its categories name "
+                                 f"{len(self.category_ids)}: every class needs a category")
         self.sha256 = self.manifest.sha256 or file_sha256(model_path)
         self.on_gpu = self.providers[0] != "CPUExecutionProvider"
 

@@ -36,6 +36,12 @@ class ModelManifest:
     conservative_detection_threshold: float = 0.05
     sha256: str | None = None
 
+    @property
+    def class_ids(self) -> list[str]:
+        """Category id of each model class index: the manifest's ids in numeric order, so class 0
+        is "1" for MegaDetector and "0" for a manifest that numbers from 0."""
+        return sorted(self.categories, key=int)
+
     def to_json(self) -> dict[str, Any]:
         return {"format": "mdbatch-model/1", **asdict(self)}
 
@@ -113,6 +119,9 @@ def load_manifest(model_path: Path, metadata: dict[str, str] | None = None,
         raise ManifestError(f"model manifest {mpath}: layout must be one of {LAYOUTS}, got {m.layout!r}")
     if m.input_size <= 0 or m.stride <= 0:
         raise ManifestError(f"model manifest {mpath}: input_size and stride must be positive")
+    if not m.categories or not all(k.isdigit() and v.strip() for k, v in m.categories.items()):
+        raise ManifestError(f"model manifest {mpath}: categories must map integer ids (as strings) "
+                            "to non-blank names")
     if verify_sha256 and m.sha256 and file_sha256(model_path) != m.sha256.lower():
         raise ManifestError(f"model file {model_path} does not match the sha256 in {mpath}")
     return m
