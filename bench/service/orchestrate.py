@@ -56,7 +56,10 @@ def main() -> None:
             del names
             body["images_requested_json_sas"] = (t / "list.json").as_uri()
         made = time.perf_counter() - t0
+        (t / "models").mkdir()
+        (t / "models" / "synthetic.onnx").touch()  # local compute offers installed models only
         env = {
+            "MDBATCH_MODEL_DIR": str(t / "models"),
             "MDBATCH_STATE_DIR": str(t / "state"), "MDBATCH_ALLOW_LOCAL_STORAGE": "true",
             "MDBATCH_DEFAULT_MODEL": "synthetic", "MDBATCH_SHARD_SIZE": str(a.shard_size),
             "MDBATCH_MAX_IN_FLIGHT": str(a.window), "MDBATCH_POLL_INITIAL_S": str(a.poll),
