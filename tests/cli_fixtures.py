@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,3 +111,43 @@ def check_results(results: dict[str, Any], planted: Planted) -> None:
         tol = box_tolerance(w, h)
         for (_, gb), (_, wb) in zip(got, sorted(want), strict=True):
             assert all(abs(a - b) <= tol for a, b in zip(gb, wb, strict=True)), (im["file"], gb, wb)
+
+
+@dataclass(frozen=True)
+class Served:
+    url: str
+    key: str
+    home: Path
+    banner: str
+
+
+@contextlib.contextmanager
+def serving(home: Path, *args: str) -> Iterator[Served]:
+    """`mdbatch serve --port 0 ARGS` in a subprocess, read up to its "Ctrl-C to stop" line;
+    stopped with Ctrl-C (SIGINT to its process group) afterwards."""
+    proc = subprocess.Popen(cli_cmd("serve", "--port", "0", *args), cwd=REPO_ROOT, env=cli_env(home),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        url = key = None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not any(line.startswith("Ctrl-C") for line in lines):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if m := re.search(r"listening on (http://\S+)", line):
+                url = m.group(1)
+            if m := re.match(r"key: (\S+)", line):
+                key = m.group(1)
+        assert url and key, "serve did not print its URL and key:\n" + "".join(lines)
+        yield Served(url, key, home, "".join(lines))
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -11,58 +11,21 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cli_fixtures import REPO_ROOT, cli_cmd, cli_env, run_cli
-
-
-@dataclass(frozen=True)
-class Served:
-    url: str
-    key: str
-    home: Path
-    banner: str
+from cli_fixtures import Served, run_cli, serving
 
 
 @pytest.fixture(scope="module")
 def served_plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """`mdbatch serve` exactly as the README shows it: no --model."""
     home = tmp_path_factory.mktemp("qa-serve-home")
-    proc = subprocess.Popen(cli_cmd("serve", "--port", "0"), cwd=REPO_ROOT, env=cli_env(home),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    lines: list[str] = []
-    try:
-        assert proc.stdout is not None
-        url = key = None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not any(line.startswith("Ctrl-C") for line in lines):
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if m := re.search(r"listening on (http://\S+)", line):
-                url = m.group(1)
-            if m := re.match(r"key: (\S+)", line):
-                key = m.group(1)
-        assert url and key, "serve did not print its URL and key:\n" + "".join(lines)
-        yield Served(url, key, home, "".join(lines))
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    with serving(home) as served:
+        yield served
 
 
 def _call(s: Served, method: str, path: str, body: dict | None = None) -> dict:

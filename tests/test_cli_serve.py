@@ -3,55 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cli_fixtures import REPO_ROOT, Planted, check_results, cli_cmd, cli_env, plant_photos, run_cli
-
-
-@dataclass(frozen=True)
-class Served:
-    url: str
-    key: str
-    home: Path
+from cli_fixtures import (
+    Planted,
+    Served,
+    check_results,
+    plant_photos,
+    run_cli,
+    serving,
+)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     home = tmp_path_factory.mktemp("serve-home")
-    proc = subprocess.Popen(cli_cmd("serve", "--port", "0", "--model", "demo"), cwd=REPO_ROOT,
-                            env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    lines: list[str] = []
-    try:
-        assert proc.stdout is not None
-        url = key = None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and key is None:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if m := re.search(r"listening on (http://\S+)", line):
-                url = m.group(1)
-            if m := re.match(r"key: (\S+)", line):
-                key = m.group(1)
-        assert url and key, "serve did not print its URL and key:\n" + "".join(lines)
-        yield Served(url, key, home)
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    with serving(home, "--model", "demo") as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
