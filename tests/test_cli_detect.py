@@ -46,10 +46,10 @@ def test_detect_writes_results_summary_and_preview(tmp_path: Path, planted: Plan
     assert (home / "service" / "durable.sqlite3").is_file()
 
 
-def _start_detect(planted: Planted, home: Path, out: Path) -> subprocess.Popen[str]:
+def _start_detect(planted: Planted, home: Path, out: Path, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(cli_cmd("detect", str(planted.folder), "--model", "demo", "-o", str(out)),
-                            cwd=REPO_ROOT, env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            cwd=REPO_ROOT, env=cli_env(home, **env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def _wait_for_journal(home: Path, proc: subprocess.Popen[str], timeout: float = 90) -> str:
@@ -84,7 +84,9 @@ def test_rerun_after_a_crash_resumes_the_same_request(tmp_path: Path, planted: P
 def test_ctrl_c_cancels_the_job(tmp_path: Path, planted: Planted) -> None:
     home = tmp_path / "home"
     out = tmp_path / "results.json"
-    proc = _start_detect(planted, home, out)
+    # a slowed scorer (2 s an image): the job is surely still running when Ctrl-C comes, however
+    # loaded the machine is
+    proc = _start_detect(planted, home, out, MDBATCH_SCORING_DELAY_MS="2000")
     try:
         rid = _wait_for_journal(home, proc)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
