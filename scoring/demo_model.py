@@ -171,24 +171,8 @@ def build_rect_model(path: Path, layout: str = "yolov5", input_size: int = 1280,
             helper.make_node("Transpose", ["pred"], ["output0"], perm=[0, 2, 1]),
         ]
         out_shape = ["batch", 7, 3]
-    graph = helper.make_graph(
-        n, "rect_detector",
-        [helper.make_tensor_value_info("images", f32, ["batch", 3, "height", "width"])],
-        [helper.make_tensor_value_info("output0", f32, out_shape)],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="mdbatch-scoring-demo")
-    model.ir_version = 8
-    helper.set_model_props(model, {"names": _names_metadata(list(CATEGORIES.values())),
-                                   "stride": str(stride)})
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    name = name or path.name.removesuffix(".onnx")
-    write_manifest(path, name=name, detector=name, input_size=input_size,
-                   stride=stride, pad_value=114, layout=layout, categories=dict(CATEGORIES),
-                   typical_detection_threshold=0.2, conservative_detection_threshold=0.05)
-    return path
+    return _save_detector(path, n, "rect_detector", inits, out_shape, list(CATEGORIES.values()),
+                          stride=stride, input_size=input_size, layout=layout, name=name)
 
 
 def build_random_yolo(path: Path, layout: str = "yolov5", nc: int = 3, input_size: int = 256,
@@ -261,8 +245,22 @@ def build_random_yolo(path: Path, layout: str = "yolov5", nc: int = 3, input_siz
     else:
         nodes.append(helper.make_node("Identity", ["pred"], ["output0"]))
         out_shape = ["batch", nout, "anchors"]
+    names = ["animal", "person", "vehicle"][:nc] + [f"class{i}" for i in range(3, nc)]
+    return _save_detector(path, nodes, "random_yolo", inits, out_shape, names,
+                          stride=stride, input_size=input_size, layout=layout, name=name)
+
+
+def _save_detector(path: Path, nodes: list[Any], graph_name: str, inits: list[Any], out_shape: list[Any],
+                   names: list[str], *, stride: int, input_size: int, layout: str,
+                   name: str | None) -> Path:
+    """Wrap `nodes` as a checked opset-17 model with an `images` input and an `output0` output,
+    the metadata YOLO exports carry (names, stride), saved at `path` with its manifest beside it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    f32 = TensorProto.FLOAT
     graph = helper.make_graph(
-        nodes, "random_yolo",
+        nodes, graph_name,
         [helper.make_tensor_value_info("images", f32, ["batch", 3, "height", "width"])],
         [helper.make_tensor_value_info("output0", f32, out_shape)],
         initializer=inits,
@@ -270,7 +268,6 @@ def build_random_yolo(path: Path, layout: str = "yolov5", nc: int = 3, input_siz
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                               producer_name="mdbatch-scoring-demo")
     model.ir_version = 8
-    names = ["animal", "person", "vehicle"][:nc] + [f"class{i}" for i in range(3, nc)]
     helper.set_model_props(model, {"names": _names_metadata(names), "stride": str(stride)})
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
