@@ -5,5 +5,6 @@ Public API: EmbeddedHost, VirtualClock, RealClock; `python -m embedded --app-dir
 
 from .clock import Clock, RealClock, VirtualClock
 from .host import EmbeddedHost
+from .workerindex import WorkerRefusedApp
 
-__all__ = ["Clock", "EmbeddedHost", "RealClock", "VirtualClock"]
+__all__ = ["Clock", "EmbeddedHost", "RealClock", "VirtualClock", "WorkerRefusedApp"]

@@ -11,11 +11,16 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+from .workerindex import WorkerRefusedApp, index_with_worker, worker_version
 
 log = logging.getLogger("embedded")
 
-_INDEX_CACHE: dict[int, tuple[Any, list]] = {}
+_INDEX_CACHE: dict[int, tuple[Any, list, str]] = {}
+_APP_SOURCES: dict[int, tuple[Any, ModuleType, Path]] = {}
+_REFUSED: dict[int, tuple[Any, Exception]] = {}
 
 
 @dataclass
@@ -129,14 +134,36 @@ def load_app(app_dir: Path) -> Any:
     app = getattr(module, "app", None)
     if app is None:
         raise ValueError(f"{path} has no module-level 'app'")
+    _APP_SOURCES[id(app)] = (app, module, path)
     return app
 
 
 def index_functions(app: Any) -> dict[str, FunctionInfo]:
-    """app.get_functions() once per app object (a second call raises in the library)."""
+    """The app's functions, indexed once per app object (a second get_functions() raises in the library).
+
+    An app loaded with `load_app` is indexed by the Functions worker's own loader when it is
+    installed (`embedded.workerindex`): whatever the worker would refuse is refused here, with the
+    worker's message, before the host serves anything.
+    """
     cached = _INDEX_CACHE.get(id(app))
     if cached is None or cached[0] is not app:
-        cached = (app, app.get_functions())
+        source = _APP_SOURCES.get(id(app))
+        version = worker_version() if source is not None and source[0] is app else None
+        if version is not None:
+            assert source is not None
+            refused = _REFUSED.get(id(app))
+            if refused is not None and refused[0] is app:
+                raise refused[1]  # get_functions() ran once already; the same refusal again
+            try:
+                indexed = index_with_worker(source[1], source[2])
+            except WorkerRefusedApp as exc:
+                _REFUSED[id(app)] = (app, exc)
+                raise
+            cached = (app, indexed, f"azure-functions-runtime {version}")
+        else:
+            if source is not None:
+                log.info("azure-functions-runtime not installed: indexed without the worker's checks")
+            cached = (app, app.get_functions(), "azure-functions get_functions")
         _INDEX_CACHE[id(app)] = cached
     out: dict[str, FunctionInfo] = {}
     for f in cached[1]:
@@ -156,6 +183,12 @@ def index_functions(app: Any) -> dict[str, FunctionInfo]:
             params=params,
         )
     return out
+
+
+def indexed_by(app: Any) -> str | None:
+    """What indexed this app: "azure-functions-runtime VERSION" (the worker's loader) or the plain SDK."""
+    cached = _INDEX_CACHE.get(id(app))
+    return cached[2] if cached is not None and cached[0] is app else None
 
 
 _CONSTRAINTS = {
