@@ -9,12 +9,27 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """CWD/.mdbatch where the working folder is writable; else a temp folder.
+
+    In Azure the working folder is the app folder, read-only when the app runs from a package
+    (the Flex Consumption default), and wiped by every deployment anyway: there (WEBSITE_INSTANCE_ID
+    is set) or wherever the working folder cannot be written, state goes under the temp folder.
+    """
+    env = os.environ if env is None else env
+    cwd = Path.cwd()
+    if not env.get("WEBSITE_INSTANCE_ID") and os.access(cwd, os.W_OK):
+        return cwd / ".mdbatch"
+    return Path(tempfile.gettempdir()) / "mdbatch-state"
 
 
 class SettingsError(ValueError):
@@ -71,7 +86,10 @@ class Settings:
     """
 
     # --- general -------------------------------------------------------------
-    state_dir: Path = field(default_factory=lambda: Path.cwd() / ".mdbatch")
+    state_dir: Path = field(default_factory=default_state_dir)
+    # scratch space for files handed to Azure (the AML code snapshot); default a temp folder,
+    # never the app folder (read-only when run from a package) nor the state folder
+    staging_dir: Path | None = None
     # --- storage -------------------------------------------------------------
     allowed_hosts: tuple[str, ...] = ("*.blob.core.windows.net",)
     allow_local_storage: bool = False
@@ -105,6 +123,9 @@ class Settings:
     aml_datastore: str | None = None  # datastore name whose container holds manifests and results
     aml_datastore_url: str | None = None  # https://ACCOUNT.blob.core.windows.net/CONTAINER of that datastore
     aml_identity_client_id: str | None = None  # client id of the cluster's user-assigned identity
+    # the cluster has GPUs: the job tells the scorer (MDBATCH_REQUIRE_CUDA=1) to fail rather than
+    # score on the CPU when the CUDA provider does not load
+    aml_require_gpu: bool = True
     # --- the detection service (issue 5: triggers, orchestration, activities) ---
     output_url: str | None = None  # where results are published; default the work location
     output_link_days: float = 90.0  # expiry of the published read-only links
@@ -141,6 +162,10 @@ class Settings:
         return self.secrets_file or (self.state_dir / "secrets.json")
 
     @property
+    def staging_path(self) -> Path:
+        return self.staging_dir or (Path(tempfile.gettempdir()) / "mdbatch-staging")
+
+    @property
     def models_path(self) -> Path:
         return self.model_dir or (self.state_dir / "models")
 
@@ -159,6 +184,8 @@ class Settings:
             if raw is None or raw.strip() == "":
                 continue
             values[f.name] = _parse(f, var, raw)
+        if "state_dir" not in values:
+            values["state_dir"] = default_state_dir(env)
         if "secrets_backend" not in values and values.get("key_vault_url"):
             values["secrets_backend"] = "keyvault"
         settings = cls(**values)  # type: ignore[arg-type]

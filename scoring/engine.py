@@ -42,6 +42,15 @@ class ModelError(Exception):
     """A model that is missing or cannot be loaded."""
 
 
+# Set by a job that asked for a GPU node (the Azure ML backend sets it): scoring on the CPU there
+# would crawl for hours on paid GPU time, so a missing CUDA provider is an error, not a fallback.
+REQUIRE_CUDA_ENV = "MDBATCH_REQUIRE_CUDA"
+
+
+def cuda_required() -> bool:
+    return os.environ.get(REQUIRE_CUDA_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 class Interrupted(Exception):
     """SIGTERM/SIGINT arrived; a checkpoint was written."""
 
@@ -85,6 +94,15 @@ class Detector:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"cannot load model {model_path}: {msg}") from None
         self.providers = self.session.get_providers()
+        if cuda_required() and "CUDAExecutionProvider" not in self.providers:
+            # ONNX Runtime falls back to the CPU with only a warning when the CUDA libraries fail
+            # to load; on a GPU node that is a broken environment, so say so and stop
+            raise ModelError(
+                f"this job asked for the GPU ({REQUIRE_CUDA_ENV}=1) but ONNX Runtime's CUDA provider is "
+                f"not in use (installed providers: {', '.join(available)}; session: "
+                f"{', '.join(self.providers)}): check the job environment's onnxruntime-gpu, CUDA and "
+                "cuDNN against the node's driver; refusing to score on the CPU"
+            )
         meta = self.session.get_modelmeta().custom_metadata_map or {}
         try:
             self.manifest: ModelManifest = load_manifest(model_path, meta)
@@ -165,8 +183,10 @@ def _entry(item: ImageItem, detections: list[dict[str, Any]] | None, failure: st
     return e
 
 
-def build_info(m: ModelManifest) -> dict[str, Any]:
-    return {
+def build_info(m: ModelManifest, execution_provider: str | None = None) -> dict[str, Any]:
+    """The results `info`; `execution_provider` (ONNX Runtime's, e.g. CUDAExecutionProvider) says
+    where the shard was actually scored (an extra field; readers of the format ignore unknown ones)."""
+    info: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "detector": m.detector,
         "detection_completion_time": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
@@ -177,6 +197,9 @@ def build_info(m: ModelManifest) -> dict[str, Any]:
             "image_size": m.input_size,
         },
     }
+    if execution_provider:
+        info["execution_provider"] = execution_provider
+    return info
 
 
 class _Checkpoint:
@@ -331,7 +354,7 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
             raise Interrupted(f"interrupted: checkpoint with {len(done)} of {len(items)} images "
                               f"written to {ckpt.loc.describe()}")
         results = {
-            "info": build_info(det.manifest),
+            "info": build_info(det.manifest, det.providers[0] if det.providers else None),
             "detection_categories": dict(det.manifest.categories),
             "images": [done[it.file] for it in sorted(items, key=lambda i: i.file)],
         }

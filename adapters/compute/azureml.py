@@ -2,8 +2,9 @@
 
 - Job name = ShardJob.name, so a second submit finds the first job (get-before-create, and a
   conflict on create is answered by reading the existing job).
-- Code: a content-addressed snapshot of scoring/ registered once as code asset
-  `mdbatch-scoring:<sha256[:16]>` (or a given code asset id); no upload per job.
+- Code: scoring/ staged into a writable temp folder and handed to `command(code=PATH)`; the SDK
+  registers it as a code asset on first use and reuses it by content hash after (or a given code
+  asset id, MDBATCH_AML_CODE=azureml:NAME:VERSION).
 - Model: registered model asset NAME (label or version from settings) mounted read-only; the
   command reads `${{inputs.model}}/NAME.onnx` (the same NAME.onnx convention as MODEL_DIR locally).
 - Manifest and result: datastore URIs when the URL lies in the configured datastore's container
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,18 +32,18 @@ from .base import JobState, JobStatus, ShardJob, scoring_args
 
 log = logging.getLogger(__name__)
 
-CODE_ASSET_NAME = "mdbatch-scoring"
 _QUEUED = {"NotStarted", "Starting", "Provisioning", "Preparing", "Queued"}
 _RUNNING = {"Running", "Finalizing"}
-_PREEMPT_HINTS = ("preempt", "low priority node", "lowpriority", "spot vm", "node was evicted", "evicted")
+# Compute - List Nodes: each node's `nodeState` (idle, running, preparing, unusable, leaving,
+# preempted) and the `runId` it runs; a job whose node is `preempted` was pre-empted, not broken.
+_NODE_PREEMPTED = "preempted"
 
 
 def map_aml_status(status: Any, detail: str | None = None) -> JobStatus:
-    """Map an AML job status (plus any error/detail text) onto our JobStatus."""
+    """Map an AML job status onto our JobStatus (pre-emption is found from the nodes, see status())."""
     s = str(getattr(status, "value", status) or "Unknown")  # the SDK gives a (str, Enum)
     s = {v.lower(): v for v in (*_QUEUED, *_RUNNING, "CancelRequested", "Completed", "Failed", "Canceled",
                                 "NotResponding", "Paused", "Unknown")}.get(s.lower(), s)
-    text = (detail or "").lower()
     if s in _QUEUED:
         return JobStatus(JobState.QUEUED, s)
     if s in _RUNNING:
@@ -49,12 +51,8 @@ def map_aml_status(status: Any, detail: str | None = None) -> JobStatus:
     if s == "Completed":
         return JobStatus(JobState.SUCCEEDED)
     if s == "Failed":
-        if any(h in text for h in _PREEMPT_HINTS):
-            return JobStatus(JobState.PREEMPTED, detail or "pre-empted")
         return JobStatus(JobState.FAILED, detail or "the Azure ML job failed")
     if s in ("Canceled", "CancelRequested"):
-        if any(h in text for h in _PREEMPT_HINTS):
-            return JobStatus(JobState.PREEMPTED, detail or "pre-empted")
         return JobStatus(JobState.CANCELLED, "cancel requested" if s == "CancelRequested" else None)
     if s == "NotResponding":
         # AML says the run stopped sending heartbeats; it may recover. Keep polling, say why.
@@ -62,6 +60,12 @@ def map_aml_status(status: Any, detail: str | None = None) -> JobStatus:
     if s == "Paused":
         return JobStatus(JobState.QUEUED, "Paused")
     return JobStatus(JobState.QUEUED, f"{s}: state not reported yet")
+
+
+def _node_field(node: Any, name: str, rest_name: str) -> str:
+    """A field of the SDK's AmlComputeNodeInfo. azure-ai-ml 1.35.2 fills it from the REST model's
+    as_dict(), which is keyed by the REST names (nodeState, runId): its own attributes stay None."""
+    return str(getattr(node, name, None) or getattr(node, rest_name, None) or "")
 
 
 def tree_hash(folder: Path) -> str:
@@ -117,7 +121,26 @@ class AzureMLComputeBackend:
             job = self.ml.jobs.get(job_id)
         except ResourceNotFoundError:
             return JobStatus(JobState.FAILED, f"no such job {job_id!r}")
-        return map_aml_status(getattr(job, "status", None), self._detail(job))
+        st = map_aml_status(getattr(job, "status", None), self._detail(job))
+        if st.state in (JobState.FAILED, JobState.CANCELLED) and self._preempted(job_id):
+            where = f"compute {self.settings.aml_compute}: node state 'preempted'"
+            return JobStatus(JobState.PREEMPTED, f"the node running {job_id} was pre-empted ({where})")
+        return st
+
+    def _preempted(self, job_id: str) -> bool:
+        """Did a node of the cluster stop running this job because it was pre-empted?
+
+        Read from the documented node fields of Compute - List Nodes (`nodeState` == "preempted"
+        and `runId` == the job), not from words in error text. Best effort: no answer = no.
+        """
+        try:
+            nodes = list(self.ml.compute.list_nodes(self.settings.aml_compute))
+        except (HttpResponseError, ResourceNotFoundError) as exc:
+            log.warning("cannot list the nodes of %s to check for pre-emption: %s",
+                        self.settings.aml_compute, exc)
+            return False
+        return any(_node_field(n, "run_id", "runId") == job_id
+                   and _node_field(n, "node_state", "nodeState").lower() == _NODE_PREEMPTED for n in nodes)
 
     def cancel(self, job_id: str) -> None:
         try:
@@ -159,6 +182,8 @@ class AzureMLComputeBackend:
         args = scoring_args(job, model="${{inputs.model}}/" + f"{job.model}.onnx", input_=input_arg,
                             output=output_arg)
         env: dict[str, str] = {}
+        if s.aml_require_gpu:
+            env["MDBATCH_REQUIRE_CUDA"] = "1"  # scoring/engine.py: no silent CPU fallback on a GPU node
         if s.key_vault_url:
             env["MDBATCH_KEY_VAULT_URL"] = s.key_vault_url
         if s.aml_identity_client_id:
@@ -213,7 +238,13 @@ class AzureMLComputeBackend:
         return ref
 
     def code_id(self) -> str:
-        """ARM id of the scoring code asset, registering a snapshot of scoring/ once per content hash."""
+        """What the job's `code=` gets: a code asset's ARM id, or the staged snapshot of scoring/.
+
+        A local folder is the SDK's documented way (`command(code=PATH)`): on each job create it
+        lists the workspace's code versions by the folder's content hash and reuses a match, else
+        it asks for an upload location, uploads the folder and registers an anonymous code version.
+        So a fresh workspace, or a changed scoring/, gets its code asset on the first submit.
+        """
         with self._lock:
             if self._code_id is not None:
                 return self._code_id
@@ -229,34 +260,30 @@ class AzureMLComputeBackend:
                     raise ValueError("MDBATCH_AML_CODE=azureml:NAME:VERSION needs a version")
                 self._code_id = f"{scope}/codes/{name}/versions/{version}"
             else:
-                self._code_id = self._register_code(Path(raw) if raw else REPO_ROOT / "scoring")
+                self._code_id = str(self.stage_code(Path(raw) if raw else REPO_ROOT / "scoring"))
             return self._code_id
 
-    def _register_code(self, scoring_dir: Path) -> str:
+    def stage_code(self, scoring_dir: Path) -> Path:
+        """Copy scoring/ to STAGING/mdbatch-code-<hash>/scoring (a writable temp folder), once per content.
+
+        Never under the app folder (read-only when the app runs from a package) or the state folder.
+        The folder holds only the package, so the uploaded snapshot is exactly what the job imports.
+        """
         if not (scoring_dir / "__main__.py").is_file() and not (scoring_dir / "__init__.py").is_file():
             raise ValueError(f"{scoring_dir} is not the scoring package (MDBATCH_AML_CODE)")
         version = tree_hash(scoring_dir)[:16]
-        # azure-ai-ml keeps CodeOperations private (MLClient._code, pinned 1.35); without it the
-        # staged folder is handed to the job and the SDK uploads/dedupes it on each submit.
-        code_ops = getattr(self.ml, "_code", None)
-        if code_ops is not None:
-            try:
-                return str(code_ops.get(name=CODE_ASSET_NAME, version=version).id)
-            except ResourceNotFoundError:
-                pass
-        from azure.ai.ml.entities import Code
-
-        stage = self.settings.state_dir / "aml-code" / version
+        root = self.settings.staging_path
+        root.mkdir(parents=True, exist_ok=True)
+        stage = root / f"mdbatch-code-{version}"
         if not (stage / "scoring").is_dir():
-            tmp = stage.with_name(stage.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
+            tmp = Path(tempfile.mkdtemp(prefix=stage.name + ".", dir=root))
             shutil.copytree(scoring_dir, tmp / "scoring",
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.onnx"))
-            tmp.rename(stage)
-        if code_ops is None:
-            return str(stage)
-        code = code_ops.create_or_update(Code(name=CODE_ASSET_NAME, version=version, path=str(stage)))
-        return str(code.id)
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.onnx", "*.pt"))
+            try:
+                tmp.rename(stage)
+            except OSError:  # another submit staged it first
+                shutil.rmtree(tmp, ignore_errors=True)
+        return stage
 
     @staticmethod
     def _detail(job: Any) -> str | None:
