@@ -155,13 +155,37 @@ def submit(svc: sv.Services, arg: dict[str, Any]) -> dict[str, Any]:
 
 
 def poll(svc: sv.Services, arg: dict[str, Any]) -> dict[str, Any]:
-    """The job's state; a success without a result file counts as a failure."""
+    """The job's state; a success without a result file counts as a failure.
+
+    When the attempt ended without a result, `checkpointed` is how many images the shard's
+    checkpoint holds (what a resubmission resumes from): the orchestrator compares it with the
+    count after earlier attempts and does not charge an attempt that advanced it.
+    """
     st = svc.compute.status(arg["job_id"])
     state = JobState(st.state)
-    result = sv.result_name(arg["request_id"], int(arg["shard"]))
+    rid, shard = arg["request_id"], int(arg["shard"])
+    result = sv.result_name(rid, shard)
     if state is JobState.SUCCEEDED and not svc.work.exists(result):
-        return {"state": "FAILED", "reason": "the job succeeded but wrote no result", "active": False}
-    return {"state": state.name, "reason": st.reason, "active": not st.done}
+        return {"state": "FAILED", "reason": "the job succeeded but wrote no result", "active": False,
+                "checkpointed": checkpointed(svc, rid, shard)}
+    out: dict[str, Any] = {"state": state.name, "reason": st.reason, "active": not st.done}
+    if state in (JobState.FAILED, JobState.PREEMPTED):
+        out["checkpointed"] = checkpointed(svc, rid, shard)
+    return out
+
+
+CHECKPOINT_SUFFIX = ".checkpoint.json"  # the scorer's (scoring.engine.CHECKPOINT_SUFFIX)
+
+
+def checkpointed(svc: sv.Services, rid: str, shard: int) -> int:
+    """Images in the shard's checkpoint that a resumed run keeps (fetch failures are retried, so
+    they do not count); 0 when there is none or it cannot be read."""
+    try:
+        body = json.loads(svc.work.read_bytes(sv.result_name(rid, shard) + CHECKPOINT_SUFFIX))
+        retry = set(body.get("retry") or [])
+        return sum(1 for e in body.get("images") or [] if e.get("file") not in retry)
+    except (AdapterError, OSError, ValueError, TypeError, AttributeError):
+        return 0
 
 
 def cancel_job(svc: sv.Services, arg: dict[str, Any]) -> dict[str, Any]:

@@ -138,8 +138,14 @@ class Settings:
     poll_initial_s: float = 15.0  # first wait before polling a job; doubles up to poll_max_s
     poll_max_s: float = 120.0
     poll_factor: float = 2.0
-    max_attempts: int = 3  # submissions per shard (resubmits resume from the checkpoint)
+    max_attempts: int = 3  # shard attempts that make no progress (resubmits resume from the checkpoint)
     attempt_timeout_s: float = 12 * 3600.0
+    # issue 14b: an attempt that advanced the shard's checkpoint is not counted in max_attempts;
+    # these cap every attempt and the shard's whole time instead
+    max_total_attempts: int = 20
+    shard_timeout_s: float = 48 * 3600.0
+    # issue 14b: a running job whose status has not moved for this long says so, with the reason
+    stall_seconds: float = field(default=600.0, metadata={"min": 1})
     checkpoint_every: int = 500
     max_active_jobs: int = 100  # more running requests than this -> 503
     callers: tuple[str, ...] = ()  # allowlist for the `caller` field; empty = anyone when no auth headers
@@ -220,10 +226,11 @@ _FIELDS: dict[str, str] = {
 _SERVICE_INTS: dict[str, int] = {
     "max_images": 1, "max_body_bytes": 1024, "max_list_bytes": 1024, "shard_size": 1, "max_in_flight": 1,
     "group_size": 1, "max_attempts": 1, "checkpoint_every": 1, "max_active_jobs": 1,
+    "max_total_attempts": 1,
 }
 _SERVICE_FLOATS: dict[str, float] = {
     "output_link_days": 0.001, "poll_initial_s": 0.0, "poll_max_s": 0.0, "poll_factor": 1.0,
-    "attempt_timeout_s": 1.0,
+    "attempt_timeout_s": 1.0, "shard_timeout_s": 1.0,
 }
 
 

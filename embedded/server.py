@@ -19,7 +19,9 @@ import azure.functions as func
 from aiohttp import web
 
 from .appmodel import HttpRoute
-from .engine import Engine, EngineError, fmt_ts, parse_ts
+from .engine import Engine
+from .protocol import fmt_ts, parse_ts
+from .records import EngineError
 from .store import TERMINAL, InstanceRow
 
 log = logging.getLogger("embedded")

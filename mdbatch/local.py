@@ -78,10 +78,17 @@ def service_env(models_dir: Path, default_model: str | None, workers: int,
 
 
 def check_port_free(port: int, host: str = "127.0.0.1") -> None:
-    """Fail early, with the fix, when a fixed port is taken (port 0 = any free port)."""
+    """Fail early, with the fix, when a fixed port is taken (port 0 = any free port).
+
+    Checked with SO_REUSEADDR, as the server itself binds (asyncio sets it on POSIX): a host that
+    was killed leaves its connections in TIME_WAIT for about a minute, which must not keep a
+    restart off its port; a live listener still refuses the bind.
+    """
     if port == 0:
         return
     with socket.socket() as s:
+        if os.name == "posix":  # on Windows SO_REUSEADDR would let two listeners share the port
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as e:

@@ -247,18 +247,36 @@ def _cancel_quietly(context: df.DurableOrchestrationContext, arg: dict[str, Any]
 
 @bp.orchestration_trigger(context_name="context")
 def detection_shard(context: df.DurableOrchestrationContext):
-    """One shard: submit, poll with durable timers, resubmit up to `max_attempts`; never raises."""
+    """One shard: submit, poll with durable timers, resubmit on failure; never raises.
+
+    Retry budget (issue 14b): an attempt that ended with the shard's checkpoint further than after
+    every earlier attempt made progress and is not counted in `max_attempts`; every attempt counts
+    in `max_total_attempts`, and `shard_timeout_s` bounds the shard's whole time. Progress is
+    learnt only from activity results (`checkpointed` in poll_shard's answer), so replay is
+    deterministic. A request started before these options existed gets the old budget
+    (max_attempts in all).
+    """
     arg: dict[str, Any] = context.get_input()
     opts: dict[str, Any] = arg["options"]
     shard = int(arg["shard"])
     base = {"request_id": arg["request_id"], "shard": shard}
     max_attempts = int(opts.get("max_attempts", 3))
+    max_total = int(opts.get("max_total_attempts", max_attempts))
+    shard_timeout = float(opts.get("shard_timeout_s", 0) or 0)
     initial = float(opts.get("poll_initial_s", 15))
     factor = float(opts.get("poll_factor", 2.0))
     cap = float(opts.get("poll_max_s", 120))
     attempt_timeout = float(opts.get("attempt_timeout_s", 12 * 3600))
+    first_start = context.current_utc_datetime
     reason = "not run"
-    for attempt in range(1, max_attempts + 1):
+    attempt = charged = best = 0  # attempts, attempts without progress, checkpoint after the best
+
+    def over_time() -> bool:
+        elapsed = (context.current_utc_datetime - first_start).total_seconds()
+        return shard_timeout > 0 and elapsed > shard_timeout
+
+    while charged < max_attempts and attempt < max_total and not over_time():
+        attempt += 1
         try:
             sub = yield context.call_activity("submit_shard", {
                 **base, "attempt": attempt, "model": arg["model"], "threshold": arg["threshold"],
@@ -266,6 +284,7 @@ def detection_shard(context: df.DurableOrchestrationContext):
             })
         except Exception as exc:
             reason = f"submit failed: {_reason(exc)}"
+            charged += 1
             continue
         if sub.get("canceled"):
             return {**base, "ok": False, "reason": "canceled", "attempts": attempt}
@@ -293,10 +312,21 @@ def detection_shard(context: df.DurableOrchestrationContext):
                     yield from _cancel_quietly(context, {**base, "job_id": job_id})
                 if state in ("CANCELLED", "CANCELED"):
                     return {**base, "ok": False, "reason": f"job {reason}", "attempts": attempt}
+                done_now = st.get("checkpointed")
+                if isinstance(done_now, int) and done_now > best:
+                    best = done_now  # progress: this attempt is free
+                else:
+                    charged += 1
                 break
             if (context.current_utc_datetime - started).total_seconds() > attempt_timeout:
                 yield from _cancel_quietly(context, {**base, "job_id": job_id})
                 reason = f"timed out after {int(attempt_timeout)} s"
+                charged += 1
                 break
-    return {**base, "ok": False, "reason": f"{reason} (after {max_attempts} attempts)",
-            "attempts": max_attempts}
+            if over_time():
+                yield from _cancel_quietly(context, {**base, "job_id": job_id})
+                break
+    if over_time():
+        reason = f"not done {int(shard_timeout)} s after its first submission; last: {reason}"
+    tally = f"after {attempt} attempts" + (f", {charged} without progress" if charged != attempt else "")
+    return {**base, "ok": False, "reason": f"{reason} ({tally})", "attempts": attempt}

@@ -316,9 +316,9 @@ def test_settings_and_keys(tmp_path: Path) -> None:
 
 def test_fidelity_guard_catches_numbering_drift(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Break the host's retry numbering on purpose: the guard must report it."""
-    from embedded import engine as engine_mod
+    from embedded import scheduling
 
-    monkeypatch.setattr(engine_mod.Engine, "_allocate_retry", lambda *a, **k: None)
+    monkeypatch.setattr(scheduling, "allocate_retry", lambda *a, **k: None)
     d = tmp_path / "drift"
     d.mkdir()
     with EmbeddedHost(SAMPLE_APP, tmp_path / "state", clock=VirtualClock(), fidelity_guard=True) as h:
