@@ -139,10 +139,11 @@ async def v4_request_detections(req: func.HttpRequest,
 async def v4_task(
     req: func.HttpRequest, client: df.DurableOrchestrationClient
 ) -> func.HttpResponse:
-    """Old clients send no caller: the unguessable id is the key; an authenticated caller is scoped."""
+    """Old clients send no caller: the unguessable id is the key; a named or authenticated caller is
+    scoped (issue 14: B naming itself never reads A's job)."""
     async def go() -> func.HttpResponse:
         rid = req.route_params.get("id", "")
-        if any(req.headers.get(h) for h in service.PRINCIPAL_HEADERS):
+        if req.params.get("caller") or any(req.headers.get(h) for h in service.PRINCIPAL_HEADERS):
             d = await service.owned_status(client, rid, _caller(req))
         else:
             d = await service.durable_status(client, rid)

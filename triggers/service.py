@@ -194,6 +194,10 @@ async def start(client: Any, body: bytes, headers: Any, *, request_id: str | Non
     caller = trusted_caller or identify(headers, req.caller, s)
     remote_problems: list[str] = []
     _check_locations(req, s, remote_problems, remote=True)
+    if not remote_problems:  # issue 14: the list exists, is readable, is a JSON array of entries
+        from triggers.list_door import list_problems
+
+        remote_problems.extend(list_problems(req.images_requested_json_sas, s, svc.secrets))
     if remote_problems:
         raise ServiceError(400, "invalid request: " + "; ".join(remote_problems))
     rid = request_id or uuid.uuid4().hex
