@@ -8,7 +8,7 @@ benchmark) can put a different compute backend in place for the current process 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.settings import Settings
@@ -65,6 +65,15 @@ class Services:
     output: Any
     secrets: Any
     compute: Any
+    _service_key: bytes | None = field(default=None, repr=False)
+
+    def service_key(self) -> bytes:
+        """The signing key of this service (job specs, status links), created once in the secret store."""
+        if self._service_key is None:
+            from adapters.secrets import service_key
+
+            self._service_key = service_key(self.secrets)
+        return self._service_key
 
 
 def override(*, compute: Any = None) -> None:

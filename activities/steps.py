@@ -21,12 +21,13 @@ from urllib.parse import unquote, urlsplit
 
 from activities import services as sv
 from adapters.compute.base import JobState, ShardJob
-from adapters.errors import AdapterError, NotFoundError, SecretNotFoundError
-from adapters.secrets import unpark
-from adapters.storage import open_store, parse_location
+from adapters.errors import AdapterError, LocationError, NotFoundError, SecretNotFoundError
+from adapters.secrets import check_ref, unpark
+from adapters.storage import check_caller_location, open_store, parse_location
 from batch.fanout import shard_images
 from batch.merge import merge_shards
 from batch.planning import IMAGE_EXTENSIONS, TooManyImages, parse_image_list, plan_shards, select_images
+from batch.signing import SignatureError, verify_spec
 
 log = logging.getLogger("mdbatch.activities")
 
@@ -37,20 +38,33 @@ class RequestProblem(Exception):
 
 # --- plan -------------------------------------------------------------------------------------
 
-def _secret(svc: sv.Services, ref: str | None) -> str | None:
+def _secret_ref_ok(ref: str | None, rid: str, kind: str) -> None:
+    if not ref:
+        return
+    try:
+        check_ref(rid, ref, kind)
+    except AdapterError:
+        raise RequestProblem(f"refused: the {kind} secret reference belongs to another request") from None
+
+
+def _secret(svc: sv.Services, ref: str | None, rid: str, kind: str) -> str | None:
+    """The parked SAS behind `ref`, only when it was parked for this request (`mdb-{rid}-{kind}`)."""
     if not ref:
         return None
+    _secret_ref_ok(ref, rid, kind)
     try:
         return svc.secrets.get(ref)
     except SecretNotFoundError:
         raise RequestProblem("the request's access token is no longer available (canceled?)") from None
 
 
-def _read_list(svc: sv.Services, ref: dict[str, Any]) -> Any:
+def _read_list(svc: sv.Services, ref: dict[str, Any], rid: str) -> Any:
     """Read the image-list JSON named by {url, secret_ref} (a single blob or file)."""
     url: str = ref["url"]
     parent, _, name = url.rstrip("/").rpartition("/")
-    store = open_store(parent, svc.settings, sas=_secret(svc, ref.get("secret_ref")), secrets=svc.secrets)
+    _confined(url, svc.settings, "images_requested_json_sas")
+    store = open_store(parent, svc.settings, sas=_secret(svc, ref.get("secret_ref"), rid, "list"),
+                       secrets=svc.secrets)
     try:
         data = store.read_bytes(unquote(name))
     except NotFoundError:
@@ -63,8 +77,25 @@ def _read_list(svc: sv.Services, ref: dict[str, Any]) -> Any:
         raise RequestProblem("the image list is not valid JSON") from None
 
 
+def _confined(url: str, s: Any, what: str) -> None:
+    """A local source is read only under the configured roots, never in the state folder."""
+    try:
+        check_caller_location(url, s)
+    except LocationError as exc:
+        raise RequestProblem(f"{what}: {exc}") from None
+
+
+def verify_job(svc: sv.Services, job: Any) -> None:
+    """Act only on job specs our doors made: a valid signature of this service's key."""
+    try:
+        verify_spec(svc.service_key(), job)
+    except SignatureError as exc:
+        raise RequestProblem(f"refused: {exc}") from None
+
+
 def plan(svc: sv.Services, job: dict[str, Any]) -> dict[str, Any]:
     """List and filter the images, write one manifest per shard, return counts (idempotent)."""
+    verify_job(svc, job)  # before anything is read, written or resolved
     rid = job["request_id"]
     s = svc.settings
     try:
@@ -72,9 +103,12 @@ def plan(svc: sv.Services, job: dict[str, Any]) -> dict[str, Any]:
     except NotFoundError:
         pass
     source = job.get("source")
+    if source:  # checked here also when a list names the images (the scorer reads the source)
+        _confined(source["url"], s, "input_container_sas")
+        _secret_ref_ok(source.get("secret_ref"), rid, "input")
     ordered = False
     if job.get("image_list"):
-        raw = _read_list(svc, job["image_list"])
+        raw = _read_list(svc, job["image_list"], rid)
         try:
             entries = list(parse_image_list(raw))
         except ValueError as exc:
@@ -92,7 +126,8 @@ def plan(svc: sv.Services, job: dict[str, Any]) -> dict[str, Any]:
         exts: tuple[str, ...] = IMAGE_EXTENSIONS
     else:
         assert source is not None
-        store = open_store(source["url"], s, sas=_secret(svc, source.get("secret_ref")), secrets=svc.secrets)
+        store = open_store(source["url"], s, sas=_secret(svc, source.get("secret_ref"), rid, "input"),
+                           secrets=svc.secrets)
         entries = ((n, None) for n in store.list(prefix=job.get("image_path_prefix") or "",
                                                    extensions=IMAGE_EXTENSIONS))
         exts = IMAGE_EXTENSIONS

@@ -69,6 +69,20 @@ def _list(raw: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in raw.split(",") if p.strip())
 
 
+def _paths(name: str, raw: str) -> tuple[str, ...]:
+    """Absolute folders separated by os.pathsep (':' on Linux and macOS, ';' on Windows)."""
+    out = []
+    for part in raw.split(os.pathsep):
+        part = part.strip()
+        if not part:
+            continue
+        path = Path(part).expanduser()
+        if not path.is_absolute():
+            raise SettingsError(f"{name}: {part!r} is not an absolute path")
+        out.append(str(path))
+    return tuple(out)
+
+
 def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
     value = raw.strip().lower()
     if value not in choices:
@@ -162,6 +176,12 @@ class Settings:
     # plan, aggregate, publish and cleanup are retried: one storage hiccup must not waste the GPU work
     activity_attempts: int = field(default=3, metadata={"min": 1})
     activity_retry_s: float = field(default=5.0, metadata={"min": 0.001})
+    # --- isolation (issue 14): local sources confined, scoped status links ------------------------
+    # local folders callers may name (embedded mode), os.pathsep-separated absolute paths; empty = none
+    local_roots: tuple[str, ...] = ()
+    # folders a local source never reads besides the state, model and work folders (mdbatch: its home)
+    private_dirs: tuple[str, ...] = ()
+    status_link_days: float = field(default=30.0, metadata={"min": 0.001})  # expiry of status URLs
 
     @property
     def secrets_path(self) -> Path:
@@ -243,6 +263,8 @@ def _parse(f: Field[Any], var: str, raw: str) -> object:
         return _float(var, raw, minimum=_SERVICE_FLOATS[name])
     if name in ("callers", "models"):
         return _list(raw)
+    if name in ("local_roots", "private_dirs"):
+        return _paths(var, raw)
     kind = str(f.type).replace(" ", "").replace("|None", "")
     meta = f.metadata
     if "choices" in meta:

@@ -185,7 +185,7 @@ def detect(
     n_images = paths.count_images(folder)
     with local.run_host(port, workers, paths.models_dir(), resolved.name,
                         log_file=home / "logs" / "service.log",
-                        shard_size=local.shard_size_for(n_images, workers)) as svc:
+                        shard_size=local.shard_size_for(n_images, workers), roots=[folder]) as svc:
         client = ApiClient(svc.base_url, svc.key, timeout=60)
         request_id = None if restart else local.journal_get(key)
         answer: dict[str, Any] | None = None
@@ -283,17 +283,26 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", help="scoring processes")] = 1,
     model: Annotated[str | None, typer.Option("--model", "-m", help="also make this model available "
                                               "(demo, a known name or a file) and the default")] = None,
+    root: Annotated[list[Path] | None, typer.Option("--root", help="a folder whose subfolders callers may "
+                                                   "submit as local sources (repeatable; adds to "
+                                                   "MDBATCH_LOCAL_ROOTS)")] = None,
 ) -> None:
     """Run the embedded service in the foreground (local folders, local compute) until Ctrl-C."""
     from mdbatch import local, models
 
+    for r in root or []:
+        if not r.is_dir():
+            raise CliError(f"--root {r} is not a folder; pass a folder callers may read images from")
     models.resolve(models.DEMO)  # always there, built once: the offline model
     default = models.resolve(model, log=lambda s: out.print(s)).name if model else _serve_default()
     with local.run_host(port, workers, paths.models_dir(), default,
-                        log_file=paths.home() / "logs" / "service.log") as svc:
+                        log_file=paths.home() / "logs" / "service.log", roots=root or []) as svc:
         out.print(f"mdbatch service listening on [bold]{svc.base_url}[/]")
         out.print(f"key: {svc.key or '(none: keys not enforced)'}")
         out.print(f"default model: {default}")
+        roots = [r for r in os.environ.get("MDBATCH_LOCAL_ROOTS", "").split(os.pathsep) if r]
+        out.print(f"local folders: under {', '.join(roots)}" if roots
+                  else "local folders: none (add --root FOLDER or set MDBATCH_LOCAL_ROOTS)")
         drop = local.inbox_dir() / "detection-requests"
         drop.mkdir(parents=True, exist_ok=True)
         out.print(f"requests dropped here start too: {drop}")

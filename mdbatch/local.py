@@ -47,8 +47,14 @@ def shard_size_for(images: int, workers: int) -> int:
     return max(50, min(2000, -(-images // (8 * workers))))
 
 
+def local_roots(extra: list[Path] | tuple[Path, ...] = ()) -> str:
+    """MDBATCH_LOCAL_ROOTS the user's setting plus `extra` (serve --root, detect's folder)."""
+    given = [p for p in os.environ.get("MDBATCH_LOCAL_ROOTS", "").split(os.pathsep) if p.strip()]
+    return os.pathsep.join(dict.fromkeys([*given, *(str(p.expanduser().resolve()) for p in extra)]))
+
+
 def service_env(models_dir: Path, default_model: str | None, workers: int,
-                shard_size: int | None = None) -> dict[str, str]:
+                shard_size: int | None = None, roots: list[Path] | tuple[Path, ...] = ()) -> dict[str, str]:
     """Settings (adapters/settings.py names) for an offline, one-machine deployment.
 
     Local jobs are short and polling a local process costs nothing, so the poll interval starts
@@ -69,6 +75,9 @@ def service_env(models_dir: Path, default_model: str | None, workers: int,
         "MDBATCH_POLL_MAX_S": "5",
         # live progress inside a shard (the scorer's progress file), read every ~1 s at first
         "MDBATCH_PROGRESS_INTERVAL_S": "1",
+        # local sources only under these folders (issue 14), never in this per-user folder
+        "MDBATCH_LOCAL_ROOTS": local_roots(roots),
+        "MDBATCH_PRIVATE_DIRS": str(paths.home()),
     }
     if shard_size:
         env["MDBATCH_SHARD_SIZE"] = str(shard_size)
@@ -131,11 +140,14 @@ def read_key(state_dir: Path) -> str | None:
 
 @contextlib.contextmanager
 def run_host(port: int, workers: int, models_dir: Path, default_model: str | None,
-             log_file: Path | None = None, shard_size: int | None = None) -> Iterator[LocalService]:
-    """Start the embedded host serving this repository's function app; stop it on exit."""
+             log_file: Path | None = None, shard_size: int | None = None,
+             roots: list[Path] | tuple[Path, ...] = ()) -> Iterator[LocalService]:
+    """Start the embedded host serving this repository's function app; stop it on exit.
+
+    `roots`: folders callers may name as local sources, besides MDBATCH_LOCAL_ROOTS."""
     check_port_free(port)
     state_dir = paths.service_dir()
-    env = service_env(models_dir, default_model, workers, shard_size)
+    env = service_env(models_dir, default_model, workers, shard_size, roots)
     with state_lock(state_dir):
         if log_file is not None:
             _log_to_file(log_file)

@@ -78,6 +78,8 @@ def detection_batch(context: df.DurableOrchestrationContext):
     """One request: plan, fan out, aggregate, publish, clean up. Output: counts and links."""
     job: dict[str, Any] = context.get_input()
     rid: str = job["request_id"]
+    if rid != context.instance_id:  # issue 14: a spec started under another id acts on nothing
+        raise RuntimeError("refused: the job spec names another request")
     opts: dict[str, Any] = job["options"]
     stage = Stage.LISTING
     progress: dict[str, int] = {}  # the last counts shown, kept in a failed status too

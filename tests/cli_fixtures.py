@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -125,8 +126,9 @@ class Served:
 def serving(home: Path, *args: str) -> Iterator[Served]:
     """`mdbatch serve --port 0 ARGS` in a subprocess, read up to its "Ctrl-C to stop" line;
     stopped with Ctrl-C (SIGINT to its process group) afterwards."""
-    proc = subprocess.Popen(cli_cmd("serve", "--port", "0", *args), cwd=REPO_ROOT, env=cli_env(home),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    root = str(Path(tempfile.gettempdir()).resolve())  # the tests' folders live there (issue 14: roots)
+    proc = subprocess.Popen(cli_cmd("serve", "--port", "0", "--root", root, *args), cwd=REPO_ROOT,
+                            env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     lines: list[str] = []
     try:

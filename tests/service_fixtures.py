@@ -4,6 +4,7 @@ answers, and the settings (environment) an app instance runs with."""
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +117,8 @@ def service_env(state: Path, model_dir: Path, **extra: str) -> dict[str, str]:
         "MDBATCH_TASK_HUB": "mdbtest",
         "MDBATCH_SECRETS_BACKEND": "local",
         "AzureWebJobsStorage": str(state / "blob-root"),  # the blob door watches blob-root/CONTAINER
+        # callers' local folders: the test data lives in pytest's temporary folders (issue 14)
+        "MDBATCH_LOCAL_ROOTS": str(Path(tempfile.gettempdir()).resolve()),
     }
     env.update(extra)
     return env

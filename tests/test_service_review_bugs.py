@@ -14,6 +14,7 @@ import pytest
 
 from activities import services as sv
 from activities import steps
+from batch.signing import sign_spec
 from tests.service_fixtures import Dataset, dataset, model_dir, service_env  # noqa: F401
 from triggers import blobdoor
 from triggers.service import ServiceError, options, validate
@@ -41,6 +42,7 @@ def test_use_url_list_with_sas_urls_is_not_filtered_away(tmp_path: Path, model_d
     job = {"request_id": rid, "source": None, "image_list": {"url": listing.as_uri(), "secret_ref": None},
            "use_url": True, "image_path_prefix": None, "first_n": None, "sample_n": None,
            "model": "test-rects", "threshold": 0.005, "options": options(svc.settings)}
+    job = sign_spec(svc.service_key(), job)  # as a door signs it (issue 14)
     plan = steps.plan(svc, job)
     assert plan["images"] == 3, plan
     manifest = json.loads(svc.work.read_bytes(sv.manifest_name(rid, 0)))

@@ -12,6 +12,7 @@ import pytest
 
 from activities import services as sv
 from activities import steps
+from batch.signing import sign_spec
 from tests.service_fixtures import Dataset, check_results, dataset, model_dir, service_env  # noqa: F401
 from triggers.service import ServiceError, options, validate
 
@@ -37,6 +38,7 @@ def test_steps_plan_score_aggregate_publish(tmp_path: Path, dataset: Dataset, mo
     job = {"request_id": rid, "source": {"url": req.input_container_sas, "secret_ref": None},
            "image_list": None, "use_url": False, "image_path_prefix": None, "first_n": None,
            "sample_n": None, "model": "test-rects", "threshold": 0.005, "options": options(s)}
+    job = sign_spec(svc.service_key(), job)  # as a door signs it (issue 14)
     plan = steps.plan(svc, job)
     assert plan["images"] == len(dataset.files) and plan["shards"] == -(-plan["images"] // 4)
     assert steps.plan(svc, job) == plan  # idempotent

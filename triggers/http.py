@@ -12,7 +12,7 @@ import azure.functions as func
 
 from activities import services as sv
 from batch.status import STATES, curated_status, v4_status
-from triggers import service
+from triggers import service, status_door
 from triggers.service import ServiceError
 
 bp = df.Blueprint(http_auth_level=func.AuthLevel.FUNCTION)
@@ -64,8 +64,8 @@ async def detections_submit(
 ) -> func.HttpResponse:
     async def go() -> func.HttpResponse:
         started = await service.start(client, _body(req), req.headers)
-        resp = client.create_check_status_response(req, started.request_id)
-        return resp
+        # issue 14: links scoped to this request and caller, never the task hub's system key
+        return status_door.check_status_response(req, started.request_id, started.caller or "anonymous")
     return await _guard(go)
 
 
@@ -139,10 +139,11 @@ async def v4_request_detections(req: func.HttpRequest,
 async def v4_task(
     req: func.HttpRequest, client: df.DurableOrchestrationClient
 ) -> func.HttpResponse:
-    """Old clients send no caller: the unguessable id is the key; an authenticated caller is scoped."""
+    """Old clients send no caller: the unguessable id is the key; a named or authenticated caller is
+    scoped (issue 14: B naming itself never reads A's job)."""
     async def go() -> func.HttpResponse:
         rid = req.route_params.get("id", "")
-        if any(req.headers.get(h) for h in service.PRINCIPAL_HEADERS):
+        if req.params.get("caller") or any(req.headers.get(h) for h in service.PRINCIPAL_HEADERS):
             d = await service.owned_status(client, rid, _caller(req))
         else:
             d = await service.durable_status(client, rid)

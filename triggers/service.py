@@ -19,8 +19,9 @@ from activities import steps
 from adapters.errors import LocationError, NotFoundError
 from adapters.secrets import park_url, unpark
 from adapters.settings import Settings
-from adapters.storage import check_sas, parse_location, validate_input_location
+from adapters.storage import check_caller_location, check_sas, parse_location, validate_input_location
 from batch.request import MODEL_RE, DetectionRequest, RequestError, parse_request
+from batch.signing import sign_spec
 from batch.status import State, curated_status
 
 log = logging.getLogger("mdbatch.triggers")
@@ -43,6 +44,7 @@ class ServiceError(Exception):
 class Started:
     request_id: str
     existed: bool = False
+    caller: str | None = None  # whom the job belongs to (the status link is scoped to it)
 
 
 def supported_models(s: Settings) -> list[str]:
@@ -94,7 +96,7 @@ def _check_locations(req: DetectionRequest | dict[str, Any], s: Settings, proble
         url = list_sas
         try:
             parent = url.split("?", 1)[0].rstrip("/").rpartition("/")[0]
-            loc = parse_location(url, s)
+            loc = check_caller_location(url, s)
             if loc.kind == "blob" and not loc.prefix:
                 raise LocationError("malformed_url", "must name a JSON blob inside a container")
             parse_location(parent, s)
@@ -193,6 +195,10 @@ async def start(client: Any, body: bytes, headers: Any, *, request_id: str | Non
     caller = trusted_caller or identify(headers, req.caller, s)
     remote_problems: list[str] = []
     _check_locations(req, s, remote_problems, remote=True)
+    if not remote_problems:  # issue 14: the list exists, is readable, is a JSON array of entries
+        from triggers.list_door import list_problems
+
+        remote_problems.extend(list_problems(req.images_requested_json_sas, s, svc.secrets))
     if remote_problems:
         raise ServiceError(400, "invalid request: " + "; ".join(remote_problems))
     rid = request_id or uuid.uuid4().hex
@@ -215,6 +221,7 @@ async def start(client: Any, body: bytes, headers: Any, *, request_id: str | Non
             "status_blob": status_blob, "submitted": datetime.now(UTC).isoformat(),
             "options": options(s),
         }
+        job = sign_spec(svc.service_key(), job)  # issue 14: plan acts only on specs our doors made
         svc.work.write_json(sv.index_name(caller_key(caller), rid),
                             {"request_id": rid, "created": job["submitted"],
                              "request_name": req.request_name})
@@ -230,7 +237,7 @@ async def start(client: Any, body: bytes, headers: Any, *, request_id: str | Non
         unpark(svc.secrets, rid)
         raise
     log.info("request %s started", rid)
-    return Started(rid)
+    return Started(rid, caller=caller)
 
 
 def _status_dict(st: Any) -> dict[str, Any]:

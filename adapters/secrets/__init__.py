@@ -6,9 +6,11 @@ from ..errors import SecretNotFoundError
 from .base import SecretStore, check_secret_name
 from .keyvault import KeyVaultSecretStore
 from .local import LocalSecretStore
-from .parking import park_sas, park_url, secret_name, split_sas, unpark
+from .parking import check_ref, park_sas, park_url, secret_name, split_sas, unpark
+from .service_key import SERVICE_KEY_NAME, service_key
 
 __all__ = [
-    "KeyVaultSecretStore", "LocalSecretStore", "SecretNotFoundError", "SecretStore", "check_secret_name",
-    "park_sas", "park_url", "secret_name", "split_sas", "unpark",
+    "SERVICE_KEY_NAME", "KeyVaultSecretStore", "LocalSecretStore", "SecretNotFoundError", "SecretStore",
+    "check_ref", "check_secret_name", "park_sas", "park_url", "secret_name", "service_key", "split_sas",
+    "unpark",
 ]

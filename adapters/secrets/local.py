@@ -70,6 +70,17 @@ class LocalSecretStore:
             data[name] = value
             self._save(data)
 
+    def set_if_absent(self, name: str, value: str) -> str:
+        """Store `value` unless the name exists; return what is stored (atomic under the file lock)."""
+        check_secret_name(name)
+        with self._locked():
+            data = self._load()
+            if name in data:
+                return data[name]
+            data[name] = value
+            self._save(data)
+            return value
+
     def delete(self, name: str) -> None:
         check_secret_name(name)
         with self._locked():

@@ -21,6 +21,13 @@ def secret_name(request_id: str, kind: str = "input") -> str:
     return f"mdb-{request_id}-{kind}"
 
 
+def check_ref(request_id: str, ref: str, kind: str) -> str:
+    """A secret reference is resolved only for the request it was parked for: `mdb-{id}-{kind}`."""
+    if ref != secret_name(request_id, kind):
+        raise AdapterError(f"the secret reference does not belong to request {request_id!r}")
+    return ref
+
+
 def split_sas(url: str) -> tuple[str, str | None]:
     """`https://a/c/p?sv=..&sig=..` -> (`https://a/c/p`, `sv=..&sig=..`)."""
     parts = urlsplit(url)

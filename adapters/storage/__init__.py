@@ -19,16 +19,42 @@ from ..settings import Settings
 from .base import Store, check_name, normalize_extensions
 from .blob import BlobStore, account_key_for, parse_connection_string
 from .local import LocalStore
-from .locations import Location, SasInfo, check_sas, parse_location, sas_info
+from .locations import (
+    Location,
+    SasInfo,
+    check_caller_location,
+    check_sas,
+    confine_local,
+    parse_location,
+    private_paths,
+    sas_info,
+)
 from .parallel import ParallelReader, read_many
 
 if TYPE_CHECKING:
     from ..secrets.base import SecretStore
 
 __all__ = [
-    "BlobStore", "LocalStore", "Location", "LocationError", "ParallelReader", "SasInfo", "Store",
-    "account_key_for", "account_key_secret_name", "check_name", "check_sas", "normalize_extensions",
-    "open_store", "parse_connection_string", "parse_location", "read_many", "sas_info",
+    "BlobStore",
+    "LocalStore",
+    "Location",
+    "LocationError",
+    "ParallelReader",
+    "SasInfo",
+    "Store",
+    "account_key_for",
+    "account_key_secret_name",
+    "check_caller_location",
+    "check_name",
+    "check_sas",
+    "confine_local",
+    "normalize_extensions",
+    "open_store",
+    "parse_connection_string",
+    "parse_location",
+    "private_paths",
+    "read_many",
+    "sas_info",
     "validate_input_location",
 ]
 
@@ -79,7 +105,7 @@ def validate_input_location(url: str, need_list: bool = True, settings: Settings
     (list one name, or read the container's properties) unless `check_remote` is False.
     """
     settings = settings or Settings.from_env()
-    loc = parse_location(url, settings)
+    loc = check_caller_location(url, settings)  # a caller's local folder: absolute, under a root
     if loc.kind == "local":
         assert loc.path is not None
         if check_remote and not loc.path.is_dir():

@@ -140,6 +140,16 @@ class BlobStore:
         except ResourceNotFoundError:
             raise NotFoundError(f"{name!r} not found in {self.url}") from None
 
+    def read_head(self, name: str, size: int) -> tuple[bytes, bool]:
+        """The first `size` bytes and whether that is the whole blob (one ranged read)."""
+        try:
+            stream = self.container.download_blob(self._full(name), offset=0, length=size + 1,
+                                                  max_concurrency=1)
+            data = stream.readall()
+        except ResourceNotFoundError:
+            raise NotFoundError(f"{name!r} not found in {self.url}") from None
+        return data[:size], len(data) <= size
+
     def exists(self, name: str) -> bool:
         return bool(self.container.get_blob_client(self._full(name)).exists())
 

@@ -77,6 +77,15 @@ class LocalStore:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError(f"{name!r} not found in {self.url}") from None
 
+    def read_head(self, name: str, size: int) -> tuple[bytes, bool]:
+        """The first `size` bytes and whether that is the whole file (a cheap look at a big list)."""
+        try:
+            with open(self._inside(self._path(name)), "rb") as fh:
+                data = fh.read(size + 1)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFoundError(f"{name!r} not found in {self.url}") from None
+        return data[:size], len(data) <= size
+
     def write_bytes(self, name: str, data: bytes, *, overwrite: bool = True) -> None:
         """Write to a temp file in the same folder, then rename (or hard-link for write-once)."""
         path = self._inside(self._path(name))  # before mkdir: a symlinked folder must not carry it out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -246,3 +247,51 @@ def check_sas(sas: str, *, need_read: bool = True, need_list: bool = False,
         if check_perms and "l" not in perms:
             raise LocationError("sas_missing_list", "the SAS token lacks list (l) permission")
     return info
+
+
+# --- local sources a caller names (embedded mode): confined to the configured roots -----------------
+
+def private_paths(settings: Settings) -> list[Path]:
+    """Folders a caller's local source never reaches: state, secrets, models, work, output, and more."""
+    out = [settings.state_dir, settings.secrets_path.parent, settings.models_path]
+    for url in (settings.work_location, settings.output_url):
+        if url and (url.startswith("file://") or "://" not in url):
+            out.append(Path(unquote(urlsplit(url).path)) if url.startswith("file://") else Path(url))
+    out.extend(Path(p) for p in settings.private_dirs)
+    return [p.expanduser().resolve() for p in out]
+
+
+def confine_local(path: Path | None, settings: Settings) -> Path:
+    """The resolved path (symlinks and '..' followed) when it lies under a configured root and
+    neither inside nor around one of the service's private folders; else LocationError naming the rule."""
+    if path is None or not path.is_absolute():
+        raise LocationError("local_relative", f"local path {path} is relative: give an absolute path or a "
+                            "file:// URL (paths are never resolved against the service's working folder)")
+    real = path.resolve()
+    roots = [Path(r).expanduser().resolve() for r in settings.local_roots]
+    if not roots:
+        raise LocationError("local_outside_roots", f"local path {path} is not under a configured root: "
+                            "none is configured (MDBATCH_LOCAL_ROOTS)")
+    if not any(real.is_relative_to(r) for r in roots):
+        shown = f" (resolves to {real})" if real != path else ""
+        raise LocationError("local_outside_roots", f"local path {path}{shown} is not under a configured root "
+                            f"(MDBATCH_LOCAL_ROOTS: {os.pathsep.join(str(r) for r in roots)})")
+    for private in private_paths(settings):
+        if real.is_relative_to(private) or private.is_relative_to(real):
+            raise LocationError("local_private", f"local path {path} is inside, or holds, a folder of the "
+                                "service's own state (keys, secrets, work files), which is never read")
+    return real
+
+
+def check_caller_location(url: str, settings: Settings) -> Location:
+    """parse_location for a URL a caller gave: a local one must also be absolute and confined."""
+    loc = parse_location(url, settings)
+    if loc.kind == "local":
+        raw = url.strip()
+        given = Path(unquote(urlsplit(raw).path)) if raw.startswith("file://") else Path(raw)
+        if not given.is_absolute():
+            raise LocationError("local_relative", f"local path {raw!r} is relative: give an absolute path "
+                                "or a file:// URL (paths are never resolved against the service's working "
+                                "folder)")
+        confine_local(given, settings)
+    return loc
