@@ -14,7 +14,6 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -24,6 +23,7 @@ from adapters.compute.base import JobState, ShardJob
 from adapters.errors import AdapterError, LocationError, NotFoundError, SecretNotFoundError
 from adapters.secrets import check_ref, unpark
 from adapters.storage import check_caller_location, open_store, parse_location
+from batch import outputs as batch_outputs
 from batch.fanout import shard_images
 from batch.merge import merge_shards
 from batch.planning import IMAGE_EXTENSIONS, TooManyImages, parse_image_list, plan_shards, select_images
@@ -330,10 +330,21 @@ def put_file(store: Any, name: str, path: Path) -> None:
         store.write_bytes(name, fh)  # azure-storage-blob streams a file object in chunks
 
 
+def output_names(arg: dict[str, Any]) -> dict[str, str]:
+    """The three files' names in the output store: v4's names when the orchestration passes the
+    request's name and submission time; the older `{id}/{kind}.json` for jobs started before."""
+    rid = arg["request_id"]
+    if "submitted" in arg:
+        return batch_outputs.output_names(rid, arg.get("request_name"), arg.get("submitted"))
+    return {kind: sv.output_name(rid, kind) for kind in sv.OUTPUT_FILES}
+
+
 def aggregate(svc: sv.Services, arg: dict[str, Any], tmp_dir: str | None = None) -> dict[str, Any]:
     """Merge every shard result into the three output files (streamed; one shard in memory)."""
     rid, shards = arg["request_id"], int(arg["shards"])
     failed = {int(s): reason for reason, ss in (arg.get("failed") or {}).items() for s in ss}
+    names = output_names(arg)
+    extra_info = {k: v for k, v in (arg.get("metadata") or {}).items() if v is not None} or None
 
     def read_result(s: int) -> bytes | None:
         try:
@@ -351,9 +362,9 @@ def aggregate(svc: sv.Services, arg: dict[str, Any], tmp_dir: str | None = None)
                 counts = merge_shards(
                     shards, read_manifest=lambda s: svc.work.read_bytes(sv.manifest_name(rid, s)),
                     read_result=prefetch, failed_shards=failed,
-                    detections_out=d, failed_out=f, images_out=i)
+                    detections_out=d, failed_out=f, images_out=i, extra_info=extra_info)
             for kind, path in paths.items():
-                put_file(svc.output, sv.output_name(rid, kind), path)
+                put_file(svc.output, names[kind], path)
     finally:
         prefetch.close()
     return {"images": counts.images, "failed_images": counts.failed_images,
@@ -361,10 +372,16 @@ def aggregate(svc: sv.Services, arg: dict[str, Any], tmp_dir: str | None = None)
 
 
 def publish(svc: sv.Services, arg: dict[str, Any]) -> dict[str, str]:
-    """Read-only links (with an expiry) to the three output files."""
-    rid = arg["request_id"]
-    expiry = timedelta(days=svc.settings.output_link_days)
-    return {kind: svc.output.download_link(sv.output_name(rid, kind), expiry) for kind in sv.OUTPUT_FILES}
+    """The three files' names in the output store, once each is there.
+
+    No link is made here: a link frozen into the orchestration output would die with its expiry
+    (7 days at most for a user-delegation SAS). Status reads sign fresh ones (triggers/links.py).
+    """
+    names = output_names(arg)
+    for kind, name in names.items():
+        if not svc.output.exists(name):
+            raise AdapterError(f"the {kind} file of request {arg['request_id']} is missing from the output")
+    return names
 
 
 def cleanup(svc: sv.Services, arg: dict[str, Any]) -> dict[str, Any]:

@@ -166,6 +166,10 @@ class Settings:
     # App Service authentication ("Easy Auth") is on: only then are its x-ms-client-principal-*
     # headers the caller (the platform strips forged ones); without it anyone could send them.
     app_service_auth: bool = False
+    # issue 11: the v4 routes are anonymous at the host and check a sent function key themselves,
+    # against the string values of this JSON file (default STATE_DIR/keys.json, the embedded host's
+    # key file) and the secret `mdb-function-key` in the secret store (Key Vault in Azure)
+    function_keys_file: Path | None = None
     requests_container: str = "detection-requests"  # blob-upload door
     requests_connection: str = "AzureWebJobsStorage"  # app setting naming the blob-trigger connection
     models: tuple[str, ...] = ()  # supported model versions; empty = every NAME.onnx in model_dir
@@ -190,6 +194,10 @@ class Settings:
     @property
     def staging_path(self) -> Path:
         return self.staging_dir or (Path(tempfile.gettempdir()) / "mdbatch-staging")
+
+    @property
+    def function_keys_path(self) -> Path:
+        return self.function_keys_file or (self.state_dir / "keys.json")
 
     @property
     def models_path(self) -> Path:

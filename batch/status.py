@@ -95,8 +95,20 @@ def state_of(runtime_status: str | None) -> State:
     return _RUNTIME_TO_STATE.get(runtime_status or "", State.RUNNING)
 
 
-def curated_status(durable: dict[str, Any]) -> dict[str, Any]:
-    """The caller-facing status from a durable status document (as the client SDK returns it)."""
+def _result(output: dict[str, Any], links: dict[str, str] | None) -> dict[str, Any]:
+    """The completed output as callers see it: `output_file_urls` holds the links signed for this
+    read (`links`); the store names (`output_files`) stay inside. Older jobs kept frozen links."""
+    out = {k: v for k, v in output.items() if k != "output_files"}
+    if links is not None:
+        out["output_file_urls"] = links
+    else:
+        out.setdefault("output_file_urls", {})
+    return out
+
+
+def curated_status(durable: dict[str, Any], links: dict[str, str] | None = None) -> dict[str, Any]:
+    """The caller-facing status from a durable status document (as the client SDK returns it);
+    `links`: the result links signed for this read (triggers/links.py)."""
     runtime = durable.get("runtimeStatus")
     state = state_of(runtime)
     custom = durable.get("customStatus") or {}
@@ -119,7 +131,7 @@ def curated_status(durable: dict[str, Any]) -> dict[str, Any]:
         out["message"] = custom["message"]
     output = durable.get("output")
     if state == State.COMPLETED and isinstance(output, dict):
-        out["result"] = output
+        out["result"] = _result(output, links)
     elif state == State.FAILED:
         out["error"] = output if isinstance(output, str) else "the job failed"
     elif state == State.CANCELED:
@@ -127,7 +139,7 @@ def curated_status(durable: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def v4_status(durable: dict[str, Any]) -> dict[str, Any]:
+def v4_status(durable: dict[str, Any], links: dict[str, str] | None = None) -> dict[str, Any]:
     """The old v4 `Status` object: request_status running|completed|failed|problem|canceled + message."""
     runtime = durable.get("runtimeStatus")
     state = state_of(runtime)
@@ -136,7 +148,7 @@ def v4_status(durable: dict[str, Any]) -> dict[str, Any]:
     if state == State.COMPLETED and isinstance(output, dict):
         return {"request_status": "completed", "message": {
             "num_failed_shards": output.get("failed_shards", 0),
-            "output_file_urls": output.get("output_file_urls", {}),
+            "output_file_urls": _result(output, links)["output_file_urls"],
         }}
     if state == State.COMPLETED:
         return {"request_status": "problem", "message": "completed without a result"}

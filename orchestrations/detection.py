@@ -75,7 +75,7 @@ def _window(context: df.DurableOrchestrationContext, starts: list[Any], limit: i
 
 @bp.orchestration_trigger(context_name="context")
 def detection_batch(context: df.DurableOrchestrationContext):
-    """One request: plan, fan out, aggregate, publish, clean up. Output: counts and links."""
+    """One request: plan, fan out, aggregate, publish, clean up. Output: counts and the output file names."""
     job: dict[str, Any] = context.get_input()
     rid: str = job["request_id"]
     if rid != context.instance_id:  # issue 14: a spec started under another id acts on nothing
@@ -176,11 +176,15 @@ def detection_batch(context: df.DurableOrchestrationContext):
         stage = Stage.AGGREGATING
         progress = {**counts, "shards_done": done, "shards_failed": n_failed, "images_scored": scored}
         context.set_custom_status(custom_status(stage, **progress))
+        # v4 file names need the request's name and submission time; metadata goes into `info`
+        naming = {"request_id": rid, "request_name": job.get("request_name"),
+                  "submitted": job.get("submitted"), "metadata": job.get("metadata")}
         merged = yield _call(context, opts, "aggregate_results",
-                             {"request_id": rid, "shards": shards, "failed": failed})
+                             {**naming, "shards": shards, "failed": failed})
         stage = Stage.PUBLISHING
         context.set_custom_status(custom_status(stage, **progress))
-        links = yield _call(context, opts, "publish_results", {"request_id": rid})
+        # names in the output store, not links: status reads sign fresh links (triggers/links.py)
+        files = yield _call(context, opts, "publish_results", naming)
         yield _call(context, opts, "cleanup_request", {"request_id": rid})
         message = None
         if images == 0:
@@ -195,7 +199,7 @@ def detection_batch(context: df.DurableOrchestrationContext):
             "failed_shards": merged["failed_shards"],
             "detections": merged["detections"],
             "sample_seed": plan.get("sample_seed"),
-            "output_file_urls": links,
+            "output_files": files,
         }
         if message:
             output["message"] = message

@@ -55,8 +55,9 @@ def test_serve_default_model_is_one_it_has(served_plain: Served, tmp_path: Path,
     w = run_cli("wait", rid, "--api", served_plain.url, "--key", served_plain.key, home=tmp_path / "client",
                 env_extra={"COLUMNS": "80"})
     assert w.returncode == 0, w.stdout + w.stderr
-    m = re.search(r"^detections: (file://\S+)$", w.stdout, re.M)
-    assert m and m.group(1).endswith(f"{rid}/detections.json"), w.stdout
+    # issue 11: a link to the service's own download route (v4 file name), not a file:// URL
+    m = re.search(r"^detections: (http://\S+)$", w.stdout, re.M)
+    assert m and f"/api/detections/{rid}/files/{rid}_detections_" in m.group(1), w.stdout
     results = json.loads(urllib.request.urlopen(m.group(1)).read())
     assert all(im.get("failure") is None for im in results["images"]), results["images"]
     assert [len(im["detections"]) > 0 for im in results["images"]] == [False, True]  # pheasant, crocdocs

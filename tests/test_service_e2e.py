@@ -37,7 +37,20 @@ def follow(url: str, timeout: float = 180) -> dict:
 def fetch(link: str) -> object:
     if link.startswith("file://"):
         return json.loads(Path(unquote(urlsplit(link).path)).read_text())
-    return requests.get(link, timeout=30).json()
+    r = requests.get(link, timeout=30)
+    assert r.status_code == 200, (r.status_code, r.text)
+    return r.json()
+
+
+def result(any_url: str, doc: dict, kind: str = "detections") -> object:
+    """A completed job's result file, through fresh links from its curated status (issue 11: the
+    orchestration output keeps file names, links are signed when read). `any_url`: a URL of the host."""
+    parts = urlsplit(any_url)
+    caller = (doc.get("input") or {}).get("caller") or "anonymous"
+    r = requests.get(f"{parts.scheme}://{parts.netloc}/api/detections/{doc['instanceId']}",
+                     params={"caller": caller}, timeout=10)
+    assert r.status_code == 200, r.text
+    return fetch(r.json()["result"]["output_file_urls"][kind])
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +71,10 @@ def test_http_end_to_end(host: EmbeddedHost, dataset: Dataset) -> None:  # noqa:
     out = doc["output"]
     assert out["images"] == len(dataset.files) and out["failed_images"] == 1 and out["failed_shards"] == 0
     assert doc["customStatus"]["stage"] == "completed"
-    check_results(fetch(out["output_file_urls"]["detections"]), dataset)
-    assert fetch(out["output_file_urls"]["failed_images"]) == list(dataset.bad)
-    assert fetch(out["output_file_urls"]["images"]) == dataset.files
+    assert "output_file_urls" not in out, "no link is frozen into the orchestration output"
+    check_results(result(host.base_url, doc), dataset)
+    assert result(host.base_url, doc, "failed_images") == list(dataset.bad)
+    assert result(host.base_url, doc, "images") == dataset.files
     # curated status, caller-scoped
     st = requests.get(f"{host.base_url}/api/detections/{mgmt['id']}", params={"caller": "alice"}, timeout=10)
     assert st.status_code == 200 and st.json()["state"] == "completed", st.text

@@ -21,7 +21,7 @@ from adapters.backends import compute_from_settings
 from adapters.compute.base import JobState, JobStatus, ShardJob
 from embedded import EmbeddedHost
 from tests.service_fixtures import APP_DIR, Dataset, check_results, dataset, model_dir, service_env  # noqa: F401
-from tests.test_service_e2e import fetch, follow
+from tests.test_service_e2e import follow, result
 
 
 class FlakyCompute:
@@ -80,7 +80,7 @@ def test_retries_and_a_shard_that_always_fails(host: EmbeddedHost, dataset: Data
     assert out["failed_shards"] == 1 and out["images"] == len(dataset.files)
     assert (0, 2) in flaky.submits and (1, 2) in flaky.submits and (2, 3) in flaky.submits
     assert (3, 2) not in flaky.submits
-    det = fetch(out["output_file_urls"]["detections"])
+    det = result(host.base_url, doc)
     failed_files = set(dataset.files[8:12])
     by = {e["file"]: e for e in det["images"]}
     for f in failed_files:
@@ -88,7 +88,7 @@ def test_retries_and_a_shard_that_always_fails(host: EmbeddedHost, dataset: Data
         assert by[f].get("detections") is None
     good = [f for f in dataset.files if f not in failed_files]
     check_results({**det, "images": [by[f] for f in good]}, dataset, good)
-    assert sorted(fetch(out["output_file_urls"]["failed_images"])) == sorted(failed_files | set(dataset.bad))
+    assert sorted(result(host.base_url, doc, "failed_images")) == sorted(failed_files | set(dataset.bad))
 
 
 def _secrets(state: Path) -> dict:
@@ -172,7 +172,7 @@ def test_host_killed_mid_run_then_restarted(tmp_path: Path, dataset: Dataset,  #
         proc = _start_host(tmp_path, env, port)
         doc = follow(f"http://127.0.0.1:{port}/runtime/webhooks/durabletask/instances/{rid}", timeout=180)
         assert doc["runtimeStatus"] == "Completed", doc
-        det = fetch(doc["output"]["output_file_urls"]["detections"])
+        det = result(f"http://127.0.0.1:{port}", doc)
         check_results(det, dataset)  # every image exactly once, boxes right
     finally:
         proc.kill()
@@ -212,7 +212,7 @@ def test_no_sas_left_behind(tmp_path: Path, dataset: Dataset, model_dir: Path, a
             assert r.status_code == 202, r.text
             doc = follow(r.json()["statusQueryGetUri"])
             assert doc["runtimeStatus"] == "Completed", doc
-            check_results(fetch(doc["output"]["output_file_urls"]["detections"]), dataset, dataset.files[:6])
+            check_results(result(h.base_url, doc), dataset, dataset.files[:6])
             assert sig not in json.dumps(doc)
     finally:
         logging.getLogger().removeHandler(handler)

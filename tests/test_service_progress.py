@@ -21,7 +21,7 @@ from adapters.compute.base import JobState, JobStatus, ShardJob
 from batch.status import progress_delay
 from embedded import EmbeddedHost
 from tests.service_fixtures import APP_DIR, Dataset, check_results, dataset, model_dir, service_env  # noqa: F401
-from tests.test_service_e2e import fetch
+from tests.test_service_e2e import result
 
 RID = "0123456789abcdef0123456789abcdef"
 
@@ -159,7 +159,7 @@ def test_custom_status_shows_live_progress(host: EmbeddedHost, dataset: Dataset)
     assert doc["customStatus"]["images_scored"] == total == doc["output"]["images"]
     assert seen == sorted(seen), seen  # monotone non-decreasing over the polls
     assert any(0 < n < total for n in seen) and seen[-1] == total, seen
-    check_results(fetch(doc["output"]["output_file_urls"]["detections"]), dataset)
+    check_results(result(host.base_url, doc), dataset)
 
 
 def test_job_polls_stay_few_when_a_job_waits_for_hours() -> None:

@@ -16,7 +16,7 @@ from tests.service_fixtures import (  # noqa: F401
     model_dir,
     service_env,
 )
-from tests.test_service_e2e import fetch, follow
+from tests.test_service_e2e import follow, result
 
 
 def _history(status_url: str) -> list[dict]:
@@ -44,5 +44,5 @@ def test_publish_failing_once_is_retried_and_the_job_completes(
         assert failed_publish, "publish never failed: the test did not exercise a retry"
         blocker.unlink()  # storage is back
         doc = follow(status_url)
-    assert doc["runtimeStatus"] == "Completed", doc
-    check_results(fetch(doc["output"]["output_file_urls"]["detections"]), dataset)
+        assert doc["runtimeStatus"] == "Completed", doc
+        check_results(result(h.base_url, doc), dataset)

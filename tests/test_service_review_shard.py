@@ -11,7 +11,7 @@ from adapters.backends import compute_from_settings
 from adapters.compute.base import JobStatus, ShardJob
 from embedded import EmbeddedHost
 from tests.service_fixtures import Dataset, dataset, model_dir  # noqa: F401
-from tests.test_service_e2e import fetch, follow
+from tests.test_service_e2e import follow, result
 from tests.test_service_failures import host  # noqa: F401
 
 
@@ -48,7 +48,7 @@ def test_shard_with_unreadable_job_uses_every_attempt(host: EmbeddedHost, datase
     out = doc["output"]
     assert out["failed_shards"] == 1 and out["images"] == len(dataset.files)
     assert [a for s, a in down.submits if s == 0] == [1, 2, 3]
-    det = fetch(out["output_file_urls"]["detections"])
+    det = result(host.base_url, doc)
     by = {e["file"]: e for e in det["images"]}
     for f in dataset.files[:4]:
         assert by[f]["failure"].startswith("shard failed: failed: status unavailable"), by[f]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -53,10 +52,10 @@ def test_steps_plan_score_aggregate_publish(tmp_path: Path, dataset: Dataset, mo
     assert not failed, failed
     counts = steps.aggregate(svc, {"request_id": rid, "shards": plan["shards"], "failed": failed})
     assert counts["images"] == len(dataset.files) and counts["failed_images"] == 1
-    links = steps.publish(svc, {"request_id": rid})
-    doc = json.loads(Path(unquote(urlsplit(links["detections"]).path)).read_text())
+    names = steps.publish(svc, {"request_id": rid})  # names in the output store, not links (issue 11)
+    doc = json.loads(svc.output.read_bytes(names["detections"]))
     check_results(doc, dataset)
-    failed_list = json.loads(Path(unquote(urlsplit(links["failed_images"]).path)).read_text())
+    failed_list = json.loads(svc.output.read_bytes(names["failed_images"]))
     assert failed_list == list(dataset.bad)
     # A cancel after the fact cancels nothing running and leaves a marker that stops new submits.
     steps.cancel_request(svc, rid)

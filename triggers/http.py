@@ -1,23 +1,21 @@
-"""HTTP doors: /api/detections (new), /api/models, and the v4-compatible routes of the old service."""
+"""HTTP doors: /api/detections (new) and /api/models; the v4 routes are in triggers/v4.py."""
 
 from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
 
 from activities import services as sv
-from batch.status import STATES, curated_status, v4_status
-from triggers import service, status_door
+from batch.status import STATES, curated_status
+from triggers import links, service, status_door
 from triggers.service import ServiceError
 
 bp = df.Blueprint(http_auth_level=func.AuthLevel.FUNCTION)
 log = logging.getLogger("mdbatch.http")
-V4 = "v4/camera-trap/detection-batch"
 
 
 def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -94,7 +92,8 @@ async def detections_status(
 ) -> func.HttpResponse:
     async def go() -> func.HttpResponse:
         d = await service.owned_status(client, req.route_params.get("id", ""), _caller(req))
-        return _json(curated_status(d))
+        # issue 11: result links are signed at each read, for the configured lifetime
+        return _json(curated_status(d, links=links.fresh_links(d, req.url)))
     return await _guard(go)
 
 
@@ -121,62 +120,4 @@ async def models(req: func.HttpRequest) -> func.HttpResponse:
     s = sv.settings()
     return _json({"models": service.supported_models(s), "default": s.default_model})
 
-
-# --- v4-compatible routes -------------------------------------------------------------------
-
-@bp.route(route=f"{V4}/request_detections", methods=["POST"])
-@bp.durable_client_input(client_name="client")
-async def v4_request_detections(req: func.HttpRequest,
-                                client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    async def go() -> func.HttpResponse:
-        started = await service.start(client, _body(req), req.headers)
-        return _json({"request_id": started.request_id})
-    return await _guard(go)
-
-
-@bp.route(route=f"{V4}/task/{{id}}", methods=["GET"])
-@bp.durable_client_input(client_name="client")
-async def v4_task(
-    req: func.HttpRequest, client: df.DurableOrchestrationClient
-) -> func.HttpResponse:
-    """Old clients send no caller: the unguessable id is the key; a named or authenticated caller is
-    scoped (issue 14: B naming itself never reads A's job)."""
-    async def go() -> func.HttpResponse:
-        rid = req.route_params.get("id", "")
-        if req.params.get("caller") or any(req.headers.get(h) for h in service.PRINCIPAL_HEADERS):
-            d = await service.owned_status(client, rid, _caller(req))
-        else:
-            d = await service.durable_status(client, rid)
-        if d is None:
-            raise ServiceError(404, f"no task {rid!r}")
-        created = d.get("createdTime") or datetime.now(UTC).isoformat()
-        return _json({"Status": v4_status(d), "Endpoint": f"/{V4}/request_detections", "TaskId": rid,
-                      "Timestamp": created})
-    return await _guard(go)
-
-
-@bp.route(route=f"{V4}/cancel_request", methods=["POST"])
-@bp.durable_client_input(client_name="client")
-async def v4_cancel_request(
-    req: func.HttpRequest, client: df.DurableOrchestrationClient
-) -> func.HttpResponse:
-    async def go() -> func.HttpResponse:
-        try:
-            data = json.loads(_body(req) or b"null")
-        except ValueError:
-            raise ServiceError(400, "the body is not valid JSON") from None
-        if not isinstance(data, dict) or not isinstance(data.get("request_id"), str):
-            raise ServiceError(400, "request_id is required")
-        out = await service.cancel(client, data["request_id"], _caller(req, data.get("caller")))
-        return _json({"request_id": out["request_id"], "message": f"request {out['state']}"})
-    return await _guard(go)
-
-
-@bp.route(route=f"{V4}/supported_model_versions", methods=["GET"])
-async def v4_supported_model_versions(req: func.HttpRequest) -> func.HttpResponse:
-    return _json(service.supported_models(sv.settings()))
-
-
-@bp.route(route=f"{V4}/default_model_version", methods=["GET"])
-async def v4_default_model_version(req: func.HttpRequest) -> func.HttpResponse:
-    return _json(sv.settings().default_model)
+# The v4-compatible routes live in triggers/v4.py (issue 11): anonymous at the host, own checks.

@@ -181,7 +181,8 @@ async def active_jobs(client: Any) -> int:
 
 
 async def start(client: Any, body: bytes, headers: Any, *, request_id: str | None = None,
-                trusted_caller: str | None = None, status_blob: str | None = None) -> Started:
+                trusted_caller: str | None = None, status_blob: str | None = None,
+                metadata: dict[str, Any] | None = None) -> Started:
     """Validate, identify, check capacity, park secrets, start `detection_batch`."""
     svc = sv.get()
     s = svc.settings
@@ -219,6 +220,7 @@ async def start(client: Any, body: bytes, headers: Any, *, request_id: str | Non
             "source": source, "image_list": image_list, "use_url": req.use_url,
             "image_path_prefix": req.image_path_prefix, "first_n": req.first_n, "sample_n": req.sample_n,
             "status_blob": status_blob, "submitted": datetime.now(UTC).isoformat(),
+            "metadata": metadata or None,  # issue 11: v4's country / organization_name, into `info`
             "options": options(s),
         }
         job = sign_spec(svc.service_key(), job)  # issue 14: plan acts only on specs our doors made

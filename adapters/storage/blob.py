@@ -6,7 +6,7 @@ import contextlib
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -14,10 +14,12 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobSasPermissions, ContainerClient, generate_blob_sas
 
+from .. import clock
 from ..errors import AdapterError, AlreadyExistsError, LocationError, NotFoundError
 from .base import check_name, check_prefix, json_bytes, normalize_extensions
 from .locations import Location
 
+USER_DELEGATION_MAX = timedelta(days=7)  # Get User Delegation Key: expiry within 7 days of now
 PAGE_SIZE = 5000  # the service maximum: fewest round trips, bounded memory (one page at a time)
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = (
@@ -178,17 +180,26 @@ class BlobStore:
         base = f"{self.location.account_url}/{self.location.container}"
         return f"{base}/{quote(self._full(name))}"
 
+    @property
+    def max_link_lifetime(self) -> timedelta | None:
+        """How long a link signed now may live: a user-delegation SAS ends with its delegation key,
+        which Azure issues for 7 days at most; an account-key SAS has no such limit (None)."""
+        if self._account_key:
+            return None
+        return USER_DELEGATION_MAX
+
     def download_link(self, name: str, expiry: timedelta) -> str:
-        """Read-only SAS link: account-key SAS when a key is known, else user-delegation SAS."""
+        """Read-only SAS link valid from now (the service clock) for `expiry`, capped at what the
+        credential allows: account-key SAS when a key is known, else user-delegation SAS."""
         full = self._full(name)
-        now = datetime.now(UTC)
+        now = clock.utcnow()
         start = now - timedelta(minutes=5)
         end = now + expiry
         kwargs: dict[str, Any] = {}
         if self._account_key:
             kwargs["account_key"] = self._account_key
         elif self._token_credential is not None:
-            end = min(end, now + timedelta(days=7))  # the service's limit for user-delegation SAS
+            end = min(end, now + USER_DELEGATION_MAX)
             kwargs["user_delegation_key"] = self._delegation_key(start, end)
         else:
             raise AdapterError(
