@@ -4,6 +4,8 @@
 param functionAppName string
 param storageAccountName string
 param requestsContainer string = 'detection-requests'
+@description('Suffix of the status files the blob door writes beside each request (triggers/blobdoor.py STATUS_SUFFIX).')
+param statusSuffix string = '.status.json'
 @description('Name of the blob-trigger function in function_app.py.')
 param functionName string = 'request_upload'
 
@@ -39,10 +41,19 @@ resource subscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2024-
         endpointUrl: 'https://${app.properties.defaultHostName}/runtime/webhooks/blobs?functionName=Host.Functions.${functionName}&code=${appHost.listKeys().systemKeys.blobs_extension}'
       }
     }
+    // Only request files: NAME.json, not the door's own NAME.json.status.json (which also ends
+    // in .json); an advanced filter on the subject leaves those out.
     filter: {
       includedEventTypes: ['Microsoft.Storage.BlobCreated']
       subjectBeginsWith: '/blobServices/default/containers/${requestsContainer}/blobs/'
       subjectEndsWith: '.json'
+      advancedFilters: [
+        {
+          operatorType: 'StringNotEndsWith'
+          key: 'subject'
+          values: [statusSuffix]
+        }
+      ]
     }
   }
 }

@@ -4,7 +4,7 @@
 //   func azure functionapp publish <functionAppName> --python
 //   az deployment group create -g RG -f infra/eventgrid.bicep -p functionAppName=<functionAppName> storageAccountName=<storageAccountName>
 //
-// What it makes: one storage account (Functions runtime + task hub, work files,
+// What it makes: a Log Analytics workspace with a workspace-based Application Insights, one storage account (Functions runtime + task hub, work files,
 // results, the request drop container), a Flex Consumption Function App with a
 // system-assigned identity, a Key Vault (RBAC), an Azure ML workspace with a
 // low-priority GPU cluster that scales to zero, a user-assigned identity for
@@ -43,6 +43,8 @@ var roles = {
   kvSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   amlDataScientist: 'f6c7c914-8db3-469d-8ca1-694a8f32e121'
   managedIdentityOperator: 'f1a07417-d97a-45cb-824c-7a7467783830'
+  // publishes all telemetry to an Application Insights resource with local auth off (Entra ID only)
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
@@ -68,11 +70,28 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
   name: c
 }]
 
+// Workspace-based Application Insights (classic resources are retired): telemetry lands in this
+// Log Analytics workspace. Local auth is off, so only Entra ID-authenticated telemetry is taken:
+// the app's identity holds Monitoring Metrics Publisher on it (appInsightsRole below).
+resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: '${namePrefix}-logs-${suffix}'
+  location: location
+  properties: {
+    sku: { name: 'PerGB2018' }
+    retentionInDays: 30
+  }
+}
+
 resource insights 'Microsoft.Insights/components@2020-02-02' = {
   name: '${namePrefix}-ai-${suffix}'
   location: location
   kind: 'web'
-  properties: { Application_Type: 'web', DisableLocalAuth: true }
+  properties: {
+    Application_Type: 'web'
+    DisableLocalAuth: true
+    WorkspaceResourceId: logs.id
+    IngestionMode: 'LogAnalytics'
+  }
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
@@ -157,6 +176,9 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'Authorization=AAD' }
         { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
         { name: 'MDBATCH_TASK_HUB', value: 'mdbatch' }
+        // the app folder is read-only (Flex Consumption runs from a package): scratch and state go to /tmp
+        { name: 'MDBATCH_STATE_DIR', value: '/tmp/mdbatch-state' }
+        { name: 'MDBATCH_STAGING_DIR', value: '/tmp/mdbatch-staging' }
         { name: 'MDBATCH_WORK_URL', value: '${storage.properties.primaryEndpoints.blob}${workContainer}' }
         { name: 'MDBATCH_SECRETS_BACKEND', value: 'keyvault' }
         { name: 'MDBATCH_KEY_VAULT_URL', value: vault.properties.vaultUri }
@@ -220,6 +242,18 @@ resource appIdentityOperator 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
+// Telemetry: Application Insights takes only Entra ID-authenticated telemetry (DisableLocalAuth),
+// and APPLICATIONINSIGHTS_AUTHENTICATION_STRING makes the app authenticate as its identity.
+resource appInsightsRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: insights
+  name: guid(insights.id, app.id, roles.monitoringMetricsPublisher)
+  properties: {
+    principalId: app.identity.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+  }
+}
+
 // GPU cluster identity: reads shard manifests and writes shard results in the work
 // container, reads parked request secrets (the caller's SAS) by reference.
 resource clusterStorageRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
@@ -247,3 +281,4 @@ output storageAccountName string = storage.name
 output keyVaultUrl string = vault.properties.vaultUri
 output workspaceName string = workspace.name
 output gpuClusterIdentityClientId string = clusterIdentity.properties.clientId
+output logAnalyticsWorkspaceId string = logs.id
