@@ -256,10 +256,11 @@ def detection_shard(context: df.DurableOrchestrationContext):
     """One shard: submit, poll with durable timers, resubmit on failure; never raises.
 
     Retry budget (issue 14b): an attempt that ended with the shard's checkpoint further than after
-    every earlier attempt made progress and is not counted in `max_attempts`; every attempt counts
-    in `max_total_attempts`, and `shard_timeout_s` bounds the shard's whole time. Progress is
-    learnt only from activity results (`checkpointed` in poll_shard's answer), so replay is
-    deterministic. A request started before these options existed gets the old budget
+    every earlier attempt made progress and is not counted in `max_attempts`, nor is a pre-empted
+    one (as Azure Batch does not count recovery retries against a task's retry count); every
+    attempt counts in `max_total_attempts`, and `shard_timeout_s` bounds the shard's whole time.
+    Progress is learnt only from activity results (`checkpointed` in poll_shard's answer), so
+    replay is deterministic. A request started before these options existed keeps the old budget
     (max_attempts in all).
     """
     arg: dict[str, Any] = context.get_input()
@@ -321,8 +322,8 @@ def detection_shard(context: df.DurableOrchestrationContext):
                 done_now = st.get("checkpointed")
                 if isinstance(done_now, int) and done_now > best:
                     best = done_now  # progress: this attempt is free
-                else:
-                    charged += 1
+                elif state != "PREEMPTED" or "max_total_attempts" not in opts:
+                    charged += 1  # a pre-emption is not the shard's fault (older requests: it was)
                 break
             if (context.current_utc_datetime - started).total_seconds() > attempt_timeout:
                 yield from _cancel_quietly(context, {**base, "job_id": job_id})

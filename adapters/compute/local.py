@@ -35,6 +35,9 @@ from .base import JobState, JobStatus, ShardJob, scoring_args
 log = logging.getLogger(__name__)
 
 KILL_GRACE_S = 5.0
+# Exit statuses of a scorer stopped from outside: SIGKILL, SIGTERM (when it had no time to save),
+# and the scorer's own "interrupted" exit after SIGTERM/SIGINT (scoring.__main__.EXIT_INTERRUPTED).
+PREEMPTED_RCS = frozenset({-signal.SIGKILL, -signal.SIGTERM, 143})
 
 
 def url_to_arg(url: str) -> str:
@@ -301,6 +304,11 @@ class LocalComputeBackend:
             self._write_active(rec["name"], rec)
             log.warning("job %s died with its host; queued again", rec["name"])
             return
+        elif rc in PREEMPTED_RCS:
+            # Stopped from outside (a pre-emption, the OOM killer, an operator), not by its own
+            # error: the orchestrator resubmits without charging the shard an attempt.
+            why = f"the scorer was killed by signal {-rc}" if rc < 0 else "the scorer was interrupted"
+            rec.update(state="preempted", reason=why)
         elif rc < 0:
             rec.update(state="failed", reason=f"the scorer was killed by signal {-rc}")
         else:
@@ -360,5 +368,5 @@ class LocalComputeBackend:
 
 _STATE_MAP = {
     "queued": "queued", "running": "running", "succeeded": "succeeded",
-    "failed": "failed", "cancelled": "cancelled",
+    "failed": "failed", "cancelled": "cancelled", "preempted": "preempted",
 }
