@@ -363,6 +363,8 @@ def submit(
                 body["input_container_sas"] = _check_folder(Path(source)).as_uri()
         elif not use_url:
             raise CliError("pass a container SAS URL or folder to submit, or --request FILE.json")
+        if images_list and "://" not in images_list:  # a local list: the service takes absolute paths only
+            images_list = Path(images_list).expanduser().resolve().as_uri()
         for k, v in (("model_version", model), ("images_requested_json_sas", images_list),
                      ("image_path_prefix", prefix), ("first_n", first_n), ("sample_n", sample_n),
                      ("detection_threshold", threshold), ("request_name", name),

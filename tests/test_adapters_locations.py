@@ -134,10 +134,12 @@ def test_remote_checks_against_azurite(azurite: object, tmp_path: Path) -> None:
 
 
 def test_local_folder_only_when_allowed(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
-    loc = validate_input_location(str(tmp_path), settings=settings)
-    assert loc.kind == "local" and loc.url == tmp_path.as_uri()
-    assert validate_input_location(tmp_path.as_uri(), settings=settings).path == tmp_path
+    settings = make_settings(tmp_path, local_roots=(str(tmp_path),))  # issue 14: under a root only
+    photos = tmp_path / "photos"  # tmp_path itself holds the state folder, which is never a source
+    photos.mkdir()
+    loc = validate_input_location(str(photos), settings=settings)
+    assert loc.kind == "local" and loc.url == photos.as_uri()
+    assert validate_input_location(photos.as_uri(), settings=settings).path == photos
     with pytest.raises(LocationError) as err:
         validate_input_location(str(tmp_path / "nope"), settings=settings)
     assert err.value.code == "container_not_found"

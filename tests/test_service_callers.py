@@ -59,7 +59,8 @@ def test_request_without_model_is_refused_when_the_default_is_not_installed(tmp_
     photos = tmp_path / "photos"
     photos.mkdir()
     d = _models(tmp_path, "test-rects")
-    s = Settings.from_env({"MDBATCH_MODEL_DIR": str(d), "MDBATCH_ALLOW_LOCAL_STORAGE": "true"})
+    s = Settings.from_env({"MDBATCH_MODEL_DIR": str(d), "MDBATCH_ALLOW_LOCAL_STORAGE": "true",
+                           "MDBATCH_LOCAL_ROOTS": str(tmp_path)})
     with pytest.raises(ServiceError) as e:
         validate(f'{{"input_container_sas": "{photos}"}}'.encode(), s)
     assert e.value.status == 400 and "default model 'MDV5A' is not installed" in e.value.message

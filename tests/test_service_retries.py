@@ -35,10 +35,12 @@ def test_publish_failing_once_is_retried_and_the_job_completes(
                           json={"input_container_sas": dataset.root.as_uri(), "caller": "alice"})
         assert r.status_code == 202, r.text
         status_url = r.json()["statusQueryGetUri"]
+        # the history is the operator's view (the extension's webhook), never in a caller's status link
+        hub_url = f"{h.base_url}/runtime/webhooks/durabletask/instances/{r.json()['id']}?taskHub=mdbtest"
         deadline = time.monotonic() + 120
         failed_publish = []
         while time.monotonic() < deadline and not failed_publish:
-            failed_publish = [e for e in _history(status_url)
+            failed_publish = [e for e in _history(hub_url)
                               if e.get("EventType") == "TaskFailed" and "publish" in str(e)]
             time.sleep(0.2)
         assert failed_publish, "publish never failed: the test did not exercise a retry"

@@ -63,24 +63,30 @@ class KeyVaultSecretStore:
     def set_if_absent(self, name: str, value: str) -> str:
         """Create the secret once: with racing creators the oldest version wins, read by everyone.
 
-        Key Vault has no conditional create; each `set` adds a version. Every creator reads back the
-        first version ever made, so all of them agree on one value whatever the order of their writes.
+        Key Vault has no conditional create; each `set` adds a version. Every caller reads the
+        first version ever made (not the latest), so all processes agree on one value whatever the
+        order of their writes, now and later.
         """
         check_secret_name(name)
         try:
-            return self.get(name)
+            return self._first_version(name)
         except SecretNotFoundError:
             pass
         self.client.set_secret(name, value, content_type="text/plain")
-        versions = [v for v in self.client.list_properties_of_secret_versions(name) if v.enabled is not False]
+        return self._first_version(name)
+
+    def _first_version(self, name: str) -> str:
+        try:
+            versions = [v for v in self.client.list_properties_of_secret_versions(name)
+                        if v.enabled is not False]
+        except ResourceNotFoundError:
+            versions = []
         if not versions:
-            return value
+            raise SecretNotFoundError(f"secret {name!r} not found in {self.vault_url}")
         first = min(versions, key=lambda v: (v.created_on is None, v.created_on, v.version or ""))
         stored = self.client.get_secret(name, first.version).value
         if stored is None:
             raise SecretNotFoundError(f"secret {name!r} in {self.vault_url} has no value")
-        with self._lock:
-            self._cache[name] = (self._clock(), stored)
         return stored
 
     def delete(self, name: str) -> None:

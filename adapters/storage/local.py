@@ -79,8 +79,11 @@ class LocalStore:
 
     def read_head(self, name: str, size: int) -> tuple[bytes, bool]:
         """The first `size` bytes and whether that is the whole file (a cheap look at a big list)."""
+        path = self._inside(self._path(name))
+        if not path.is_file():  # a folder, a FIFO or a device is no list (and a FIFO would block)
+            raise NotFoundError(f"{name!r} not found in {self.url}")
         try:
-            with open(self._inside(self._path(name)), "rb") as fh:
+            with open(path, "rb") as fh:
                 data = fh.read(size + 1)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError(f"{name!r} not found in {self.url}") from None
