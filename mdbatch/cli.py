@@ -224,7 +224,7 @@ def detect(
         urls = output_urls(status)
         if "detections" not in urls:
             raise CliError(f"request {request_id} completed without a detections link; see {home / 'logs'}")
-        client.download(urls["detections"], output)
+        client.download_result(request_id, output, urls=urls)
         local.journal_drop(key)  # finished: the same command later starts a fresh run
     results = json.loads(output.read_text())
     from mdbatch.preview import typical_threshold
@@ -419,7 +419,7 @@ def _wait(client: ApiClient, request_id: str, output: Path | None, images: Path 
     if output is not None:
         if "detections" not in urls:
             raise CliError("the job has no detections link; see `mdbatch status`")
-        client.download(urls["detections"], output)
+        client.download_result(request_id, output, urls=urls)
         results = json.loads(output.read_text())
         from mdbatch.preview import typical_threshold
 

@@ -142,13 +142,35 @@ class ApiClient:
                     shutil.copyfileobj(resp, f, 1 << 20)
         except urllib.error.HTTPError as e:
             tmp.unlink(missing_ok=True)
-            raise CliError(f"cannot download the results ({e.code}); the link may have expired: "
-                           "run `mdbatch status ID` for fresh links") from None
+            cls = LinkRefused if e.code in (401, 403) else CliError
+            raise cls(f"cannot download the results ({e.code}); the link may have expired: "
+                      "run `mdbatch status ID` for fresh links") from None
         except (OSError, urllib.error.URLError) as e:
             tmp.unlink(missing_ok=True)
             where = f"{parsed.scheme}://{parsed.netloc}"
             raise CliError(f"cannot download the results from {where} ({e})") from None
         os.replace(tmp, dest)
+
+
+    def download_result(self, request_id: str, dest: Path, kind: str = "detections",
+                        urls: dict[str, str] | None = None) -> None:
+        """Download one result file of a job, following its links; links are signed when the status
+        is read, so one the storage refuses (expired) is replaced by reading the status again."""
+        for attempt in (1, 2):
+            if urls is None or attempt == 2:
+                urls = output_urls(self.get(request_id) or {})
+            if kind not in urls:
+                raise CliError(f"request {request_id} has no {kind} link; see `mdbatch status {request_id}`")
+            try:
+                self.download(urls[kind], dest)
+                return
+            except LinkRefused:
+                if attempt == 2:
+                    raise
+
+
+class LinkRefused(CliError):
+    """The storage (or the service's download route) refused a result link: expired or revoked."""
 
 
 def state_of(status: dict[str, Any] | None) -> str:

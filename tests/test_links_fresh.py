@@ -95,7 +95,7 @@ def _with_query(link: str, **changes: str) -> str:
 
 
 def test_local_links_work_8_days_after_completion(host: EmbeddedHost, dataset: Dataset,  # noqa: F811
-                                                  shifted: Shifted) -> None:
+                                                  shifted: Shifted, tmp_path: Path) -> None:
     rid = _run(host, dataset)
     at_completion = _status_links(host, rid)
     for kind, link in at_completion.items():
@@ -107,6 +107,13 @@ def test_local_links_work_8_days_after_completion(host: EmbeddedHost, dataset: D
     shifted.offset = timedelta(days=8)  # a week and a day later
     stale = requests.get(at_completion["detections"], timeout=10)
     assert stale.status_code == 403 and "expired" in stale.json()["error"], stale.text  # 7-day links
+    # the CLI's client, handed the stale links, reads the status again and follows the fresh ones
+    from mdbatch.client import ApiClient
+
+    got = tmp_path / "via-cli.json"
+    ApiClient(host.base_url, key=host.function_key, caller="alice").download_result(
+        rid, got, urls=at_completion)
+    assert got.read_bytes() == first.content
     for fresh in (_status_links(host, rid), _v4_links(host, rid)):
         assert fresh["detections"] != at_completion["detections"]
         r = requests.get(fresh["detections"], timeout=10)
