@@ -26,7 +26,7 @@ import azure.functions as func
 
 from activities import services as sv
 from batch.signing import SignatureError, StatusGrant, check_status_token, status_token
-from triggers import service
+from triggers import links, service
 
 bp = df.Blueprint()
 log = logging.getLogger("mdbatch.status")
@@ -93,7 +93,8 @@ def _answer(status: int, body: Any, headers: dict[str, str] | None = None) -> fu
                              headers=headers)
 
 
-async def scoped_status(client: Any, rid: str, token: str | None) -> tuple[int, dict[str, Any]]:
+async def scoped_status(client: Any, rid: str, token: str | None,
+                        req_url: str = "") -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) for a status link: the Durable shape when the token opens this request."""
     missing = (404, {"error": f"no request {rid!r} for this status link"})
     if not token:
@@ -110,6 +111,9 @@ async def scoped_status(client: Any, rid: str, token: str | None) -> tuple[int, 
                                   "shows the status"}
         return missing
     body = durable_shape(d)
+    fresh = links.fresh_links(d, req_url) if req_url else None
+    if fresh is not None and isinstance(body["output"], dict):  # links signed now (issue 11)
+        body["output"] = {**body["output"], "output_file_urls": fresh}
     return (202 if body["runtimeStatus"] in RUNNING else 200), body
 
 
@@ -120,7 +124,7 @@ async def detections_durable_status(req: func.HttpRequest,
     """Anonymous at the host: the signed token is the credential, and it opens one request only."""
     rid = req.route_params.get("id", "")
     try:
-        status, body = await scoped_status(client, rid, req.params.get("sig"))
+        status, body = await scoped_status(client, rid, req.params.get("sig"), req.url)
     except Exception as exc:  # never leak details; the log is redacted
         log.exception("status link: %s", exc.__class__.__name__)
         return _answer(500, {"error": "internal error"})
