@@ -46,7 +46,9 @@ def _json(status: int, body: Any, headers: dict | None = None) -> web.Response:
 
 
 def _err(status: int, message: str) -> web.Response:
-    return _json(status, {"Message": message, "ExceptionMessage": message})
+    """The host's own errors: `error` as the app's doors answer (issue 11), plus the Functions
+    host's `Message` / `ExceptionMessage` fields that Durable clients read."""
+    return _json(status, {"error": message, "Message": message, "ExceptionMessage": message})
 
 
 def _truthy(v: str | None, default: bool = False) -> bool:
@@ -169,7 +171,7 @@ class HttpFrontend:
             return await self.invoke_http(route, request, params)
         if method_mismatch:
             return _err(405, "Method Not Allowed")
-        return web.Response(status=404, text="")
+        return _err(404, f"no function answers {request.method} /{path}")
 
     async def invoke_http(
         self, route: HttpRoute, request: web.Request, route_params: dict

@@ -62,16 +62,24 @@ def host(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[
         yield h
 
 
-def _run(host: EmbeddedHost, dataset: Dataset, **extra: Any) -> str:  # noqa: F811
+def _run(host: EmbeddedHost, dataset: Dataset, **extra: Any) -> tuple[str, str]:  # noqa: F811
+    """(request id, its status URL) once the job completed."""
     r = requests.post(f"{host.base_url}/api/detections", headers={"x-functions-key": host.function_key},
                       json={"input_container_sas": dataset.root.as_uri(), "caller": "alice", **extra},
                       timeout=30)
     assert r.status_code == 202, r.text
-    doc = follow(r.json()["statusQueryGetUri"])
+    status_url = r.json()["statusQueryGetUri"]
+    doc = follow(status_url)
     assert doc["runtimeStatus"] == "Completed", doc
-    assert "output_file_urls" not in doc["output"] and set(doc["output"]["output_files"]) == {
-        "detections", "failed_images", "images"}  # names kept, no link frozen
-    return str(doc["instanceId"])
+    assert set(doc["output"]["output_files"]) == {"detections", "failed_images", "images"}  # names kept
+    return str(doc["instanceId"]), status_url
+
+
+def _durable_links(status_url: str) -> dict[str, str]:
+    """The status URL's Durable-shaped answer carries links signed at read time too."""
+    r = requests.get(status_url, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["output"]["output_file_urls"]
 
 
 def _status_links(host: EmbeddedHost, rid: str) -> dict[str, str]:
@@ -96,7 +104,7 @@ def _with_query(link: str, **changes: str) -> str:
 
 def test_local_links_work_8_days_after_completion(host: EmbeddedHost, dataset: Dataset,  # noqa: F811
                                                   shifted: Shifted, tmp_path: Path) -> None:
-    rid = _run(host, dataset)
+    rid, status_url = _run(host, dataset)
     at_completion = _status_links(host, rid)
     for kind, link in at_completion.items():
         assert link.startswith(f"{host.base_url}/api/detections/{rid}/files/{rid}_"), (kind, link)
@@ -114,7 +122,7 @@ def test_local_links_work_8_days_after_completion(host: EmbeddedHost, dataset: D
     ApiClient(host.base_url, key=host.function_key, caller="alice").download_result(
         rid, got, urls=at_completion)
     assert got.read_bytes() == first.content
-    for fresh in (_status_links(host, rid), _v4_links(host, rid)):
+    for fresh in (_status_links(host, rid), _v4_links(host, rid), _durable_links(status_url)):
         assert fresh["detections"] != at_completion["detections"]
         r = requests.get(fresh["detections"], timeout=10)
         assert r.status_code == 200, r.text
@@ -145,7 +153,7 @@ def test_blob_links_work_8_days_after_completion(host: EmbeddedHost, dataset: Da
     monkeypatch.setenv("MDBATCH_OUTPUT_URL", f"{azurite.blob_endpoint}/{container}")
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
     shifted.offset = timedelta(days=-8)  # the job completes "8 days ago"
-    rid = _run(host, dataset, first_n=4)
+    rid, _ = _run(host, dataset, first_n=4)
     at_completion = _status_links(host, rid)
     base = f"{azurite.blob_endpoint}/{container}/{rid}/{rid}_detections_"
     assert at_completion["detections"].startswith(base), at_completion

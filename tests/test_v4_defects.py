@@ -95,8 +95,11 @@ def test_1_v4_routes_take_the_allowlist_or_a_function_key(host: EmbeddedHost, da
     # a wrong key is refused, with JSON
     r = requests.get(url(host, "default_model_version"), headers={"x-functions-key": "nope"}, timeout=10)
     assert r.status_code == 401 and "function key" in r.json()["error"], r.text
-    # the new API stays key-protected by the host (its 401 body is the host's own)
-    assert requests.get(f"{host.base_url}/api/detections", timeout=10).status_code == 401
+    # the new API stays key-protected by the host; the host's own 401 and 404 are {"error"} JSON too
+    r = requests.get(f"{host.base_url}/api/detections", timeout=10)
+    assert r.status_code == 401 and r.json()["error"], r.text
+    r = requests.get(f"{host.base_url}/api/no-such-route", timeout=10)
+    assert r.status_code == 404 and "no-such-route" in r.json()["error"], r.text
     # no allowlist configured: every v4 route refuses and names the setting ...
     monkeypatch.setenv("MDBATCH_CALLERS", "")
     for method, route, payload in (("POST", "request_detections", body), ("GET", "task/0123", None),
