@@ -199,3 +199,21 @@ def test_list_entries_that_leave_the_root_are_failures(host: EmbeddedHost, layou
     for name in leaving:
         im = images[name]
         assert im["detections"] is None and "outside the source" in im["failure"], im
+
+
+def test_mdbatch_serve_never_reads_its_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The red-team case as it was run: `mdbatch serve`, its home (keys, parked secrets, inbox)
+    under an allowed root, and requests naming `/`, the home and its state folder."""
+    from cli_fixtures import serving
+
+    home = tmp_path_factory.mktemp("serve-home")
+    with serving(home, "--model", "demo") as served:
+        assert "local folders: under " in served.banner, served.banner
+        headers = {"x-functions-key": served.key}
+        for src in ("/", str(home), str(home / "service"), (home / "inbox").as_uri(), "relative/photos"):
+            r = requests.post(f"{served.url}/api/detections", headers=headers, timeout=30,
+                              json={"input_container_sas": src, "first_n": 1, "model_version": "demo"})
+            assert r.status_code == 400, (src, r.status_code, r.text)
+            assert "input_container_sas: local path" in r.json()["error"], r.text
+        jobs = requests.get(f"{served.url}/api/detections", headers=headers, timeout=10).json()
+        assert jobs == {"jobs": []}
