@@ -122,3 +122,33 @@ def test_storage_errors_are_told_apart_from_other_errors(tmp_path: Path) -> None
     assert storage_error(sqlite3.OperationalError("no such table: x")) is None
     assert storage_error(OSError(errno.ENOENT, "No such file")) is None
     assert storage_error(ValueError("bad input")) is None
+
+
+def test_stall_is_judged_against_the_expected_tick_gap() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from batch.status import curated_status, stalled
+
+    t0 = datetime(2020, 1, 1, tzinfo=UTC)
+
+    def doc(ran_s: float, quiet_s: float, **custom: object) -> tuple[dict, datetime]:
+        updated = t0 + timedelta(seconds=ran_s)
+        return ({"runtimeStatus": "Running", "instanceId": "r1",
+                 "input": {"options": {"stall_seconds": 600, "progress_interval_s": 30}},
+                 "customStatus": {"stage": "scoring", **custom},
+                 "createdTime": t0.isoformat(), "lastUpdatedTime": updated.isoformat()},
+                updated + timedelta(seconds=quiet_s))
+
+    assert stalled(*doc(60, 500)) is None  # quiet, but under the limit
+    assert "no update at stage scoring" in (stalled(*doc(60, 700)) or "")
+    # 8 h in, ticks come every hour (1/8 of the time run): an hour and a bit of quiet is normal
+    assert stalled(*doc(8 * 3600, 3600 + 300)) is None
+    assert stalled(*doc(8 * 3600, 3600 + 700)) is not None
+    fault = {"reason": "host storage: state database: database or disk is full", "since": "T"}
+    why = stalled(*doc(60, 700, hostFault=fault)) or ""
+    assert why.startswith("no progress for 700 s: host storage: state database: database or disk is full")
+    d, _ = doc(60, 10**6)
+    assert "stalled" not in curated_status({**d, "runtimeStatus": "Completed", "output": {}})
+    assert curated_status(d)["stalled"] is True  # now: years after 2020-01-01
+    no_option = {**d, "input": {"options": {}}}
+    assert "stalled" not in curated_status(no_option)  # requests started before the setting
