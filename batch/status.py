@@ -5,6 +5,7 @@ Custom status is what the durable status URL shows live; it holds counts only (w
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -129,6 +130,11 @@ def curated_status(durable: dict[str, Any], links: dict[str, str] | None = None)
     }
     if custom.get("message"):
         out["message"] = custom["message"]
+    if state in (State.QUEUED, State.RUNNING):
+        stall = stalled(durable)
+        if stall:
+            out["stalled"] = True
+            out["message"] = stall
     output = durable.get("output")
     if state == State.COMPLETED and isinstance(output, dict):
         out["result"] = _result(output, links)
@@ -165,3 +171,42 @@ def v4_status(durable: dict[str, Any], links: dict[str, str] | None = None) -> d
     return {"request_status": "running",
             "message": f"{stage}: {done} of {total} shards done, "
                        f"{scored} of {images} images scored"}
+
+
+def _when(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def stalled(durable: dict[str, Any], now: datetime | None = None) -> str | None:
+    """Why a running job has not moved for longer than its `stall_seconds` option, else None.
+
+    "Moved" is the orchestration's last update: every episode (a shard group done, a progress tick,
+    a step finished) sets it. A quiet spell is a stall once it is longer than `stall_seconds` plus
+    the gap between progress ticks that is expected by then (they thin out on long jobs, see
+    `progress_delay`). The reason is the host's fault when it reports one (the embedded host's
+    `customStatus.hostFault`, e.g. its state database's disk is full), else the stage it is in.
+    """
+    inp = durable.get("input") if isinstance(durable.get("input"), dict) else {}
+    opts = inp.get("options") if isinstance(inp.get("options"), dict) else {}
+    limit = float(opts.get("stall_seconds") or 0)
+    created, updated = _when(durable.get("createdTime")), _when(durable.get("lastUpdatedTime"))
+    if limit <= 0 or created is None or updated is None:
+        return None
+    quiet = ((now or datetime.now(UTC)) - updated).total_seconds()
+    ran = (updated - created).total_seconds()
+    expected = progress_delay(float(opts.get("progress_interval_s") or 0), ran)
+    if quiet <= limit + expected:
+        return None
+    custom = durable.get("customStatus") if isinstance(durable.get("customStatus"), dict) else {}
+    fault = custom.get("hostFault") if isinstance(custom.get("hostFault"), dict) else None
+    why = fault.get("reason") if fault else f"no update at stage {custom.get('stage') or 'queued'}"
+    since = f" (since {fault['since']})" if fault and fault.get("since") else ""
+    return f"no progress for {int(quiet)} s: {why}{since}"

@@ -12,7 +12,13 @@ and the client operations (start, send, purge, status). The parts it coordinates
 - `replay`: which messages an episode delivers, the payload, the SDK call, the fidelity guard;
 - `scheduling`: task-id numbering, timers, sub-orchestrations, retry ids;
 - `persistence`: the SQL an episode, a termination or a completion batch writes;
-- `activities`: the activity worker pool.
+- `activities`: the activity worker pool;
+- `health`: storage faults (disk full, locked, I/O errors) and the one the host lives with now.
+
+A storage fault never loses or doubles anything: the episode's transaction rolls back, the
+instance's cached state is dropped (it is read back from the database), completions not yet
+written are kept, and the dispatcher tries again with back-off until storage recovers; while it
+lasts, running instances report it in their status.
 
 Task-id rule (see shared/durable-protocol.md): ids are positions in the flattened, growing
 action list, plus ids the SDK allocates by itself while replaying retryable tasks (a retry
@@ -36,6 +42,7 @@ from . import persistence, replay, scheduling
 from .activities import ActivityPool, binding_kwargs
 from .appmodel import FunctionInfo
 from .clock import Clock
+from .health import BACKOFF_FIRST_S, Health, next_backoff, storage_error
 from .protocol import (
     EXEC_RESUMED,
     EXEC_SUSPENDED,
@@ -83,7 +90,11 @@ class Engine:
         self.cache: dict[str, InstanceState] = {}
         self.inflight: dict[str, int] = defaultdict(int)
         self.live: dict[str, str] = {}  # instance -> running execution id (for skipping dead work)
-        self.pool = ActivityPool(functions, self.workers, self.live, self.binding_kwargs, self.wake)
+        self.health = Health()
+        self.pool = ActivityPool(
+            functions, self.workers, self.live, self.binding_kwargs, self.wake, on_fault=self.health.report
+        )
+        self._unwritten: list = []  # completions whose write failed: written first next time
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -127,11 +138,16 @@ class Engine:
             self.pool.submit(ActivityJob(row_id, instance_id, execution_id, task_id, name, inp))
 
     def _drain_completions(self) -> None:
-        comps = self.pool.take_completions()
+        comps = self._unwritten + self.pool.take_completions()
+        self._unwritten = []
         if not comps:
             return
-        with self.store.tx() as db:
-            persistence.write_completions(db, comps)
+        try:
+            with self.store.tx() as db:
+                persistence.write_completions(db, comps)
+        except BaseException:
+            self._unwritten = comps  # nothing was written: keep them for the next try
+            raise
         for c in comps:
             self.inflight[c.job.instance_id] -= 1
 
@@ -149,19 +165,33 @@ class Engine:
 
     # ------------------------------------------------------------------ dispatcher
     def _dispatch_loop(self) -> None:
+        backoff = BACKOFF_FIRST_S
         while not self._stop.is_set():
             try:
                 progressed = self._dispatch_once()
-            except Exception:
-                log.exception("dispatcher error")
-                progressed = False
-                time.sleep(0.2)
+                nxt = self.store.next_timer()
+                inbox = self.store.inbox_instances()
+            except Exception as e:
+                fault = storage_error(e)
+                if fault is None:
+                    log.exception("dispatcher error")
+                    self._stop.wait(0.2)
+                    continue
+                if self.health.fault is None:
+                    log.error("storage fault, retrying with back-off until it clears: %s", fault)
+                self.health.report(fault)
+                self._stop.wait(backoff)
+                backoff = next_backoff(backoff)
+                continue
+            if self.health.fault is not None and not self.pool.delayed():
+                log.warning("storage is back: %s", self.health.fault.reason)
+                self.health.clear()
+            backoff = BACKOFF_FIRST_S
             if progressed:
                 continue
             wait = 0.5
-            nxt = self.store.next_timer()
             busy = self.pool.busy()
-            if not busy and not self.pool.has_completions() and not self.store.inbox_instances():
+            if not busy and not self.pool.has_completions() and not self._unwritten and not inbox:
                 self.idle_event.set()
                 if nxt and self.clock.idle(parse_ts(nxt)):
                     continue
@@ -188,7 +218,12 @@ class Engine:
             ):
                 continue  # let more completions batch up: replay cost stays linear
             self.idle_event.clear()
-            if self.run_instance(iid):
+            try:
+                did = self.run_instance(iid)
+            except BaseException:
+                self.forget(iid)  # its cached model may hold this episode's changes: read it back
+                raise
+            if did:
                 ran = True
                 self._drain_completions()
         return ran
@@ -378,6 +413,7 @@ class Engine:
         events = ep.events + (extra_events or [])
         new_parts = [json.dumps(dict(e, IsPlayed=True)) for e in events]
         jobs: list[tuple[int, int, str, str]] = []
+        created: list[tuple[str, str]] = []
         model = st.model
         if can_input is not None or status == "ContinuedAsNew":
             new_exec = uuid.uuid4().hex
@@ -398,8 +434,7 @@ class Engine:
                 for ch in ep.children:
                     exe = uuid.uuid4().hex
                     if persistence.create_child(db, st, ch, now_s, exe):
-                        self.cache.pop(ch["iid"], None)
-                        self.live[ch["iid"]] = exe
+                        created.append((ch["iid"], exe))
                 for target, msg in ep.messages:
                     put_message(db, target, msg)
                 persistence.write_outcome(
@@ -414,6 +449,9 @@ class Engine:
                     error=error,
                 )
         # ---- after commit: cache and dispatch
+        for child, exe in created:
+            self.cache.pop(child, None)
+            self.live[child] = exe
         st.last_end = time.monotonic()
         st.last_duration = st.last_end - t0
         if status == "ContinuedAsNew":
@@ -512,12 +550,16 @@ class Engine:
         show_history: bool = False,
         show_history_output: bool = False,
     ) -> dict:
+        custom = loads_or_text(row.custom_status)
+        fault = self.health.overlay() if row.status not in TERMINAL else None
+        if fault is not None and (custom is None or isinstance(custom, dict)):
+            custom = {**(custom or {}), "hostFault": fault}  # read-time only, never stored
         d: dict[str, Any] = {
             "name": row.name,
             "instanceId": row.instance_id,
             "runtimeStatus": row.status,
             "input": loads_or_text(row.input) if show_input else None,
-            "customStatus": loads_or_text(row.custom_status),
+            "customStatus": custom,
             "output": loads_or_text(row.output),
             "createdTime": status_time(row.created_time),
             "lastUpdatedTime": status_time(row.last_updated_time),

@@ -10,7 +10,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,15 +112,19 @@ class Store:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """One transaction (BEGIN IMMEDIATE .. COMMIT), rolled back on error."""
+        """One transaction (BEGIN IMMEDIATE .. COMMIT), rolled back on any error, COMMIT's included."""
         with self.lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # A failed statement or COMMIT (disk full, I/O error) may leave the transaction open,
+                # or SQLite may have rolled it back already: either way nothing of it stays.
+                if self._db.in_transaction:
+                    with suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def query(self, sql: str, args: Iterable[Any] = ()) -> list[tuple]:
         with self.lock:

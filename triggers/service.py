@@ -170,6 +170,7 @@ def options(s: Settings) -> dict[str, Any]:
         "checkpoint_every": s.checkpoint_every, "progress_interval_s": s.progress_interval_s,
         "activity_attempts": s.activity_attempts, "activity_retry_s": s.activity_retry_s,
         "max_total_attempts": s.max_total_attempts, "shard_timeout_s": s.shard_timeout_s,
+        "stall_seconds": s.stall_seconds,
     }
 
 

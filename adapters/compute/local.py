@@ -38,6 +38,13 @@ KILL_GRACE_S = 5.0
 # Exit statuses of a scorer stopped from outside: SIGKILL, SIGTERM (when it had no time to save),
 # and the scorer's own "interrupted" exit after SIGTERM/SIGINT (scoring.__main__.EXIT_INTERRUPTED).
 PREEMPTED_RCS = frozenset({-signal.SIGKILL, -signal.SIGTERM, 143})
+# A scorer that stopped because the disk is full is queued again, after a wait that doubles from
+# 1 s to 30 s, until there is room: a full disk is nobody's fault in the shard and must not use up
+# its attempts (issue 14b). The job reads as queued meanwhile, with the reason.
+DISK_FULL_MARKERS = ("No space left on device", "Disk quota exceeded", "database or disk is full")
+SPACE_WAIT_FIRST_S = 1.0
+SPACE_WAIT_MAX_S = 30.0
+LOW_SPACE_BYTES = 1 << 20  # under 1 MiB free counts as full
 
 
 def url_to_arg(url: str) -> str:
@@ -251,9 +258,12 @@ class LocalComputeBackend:
             elif rec["state"] == "running" and self._check_running(rec):
                 running += 1
         queued.sort(key=lambda r: (r["created"], r["name"]))
+        now = time.time()
         for rec in queued:
             if running >= self.workers:
                 break
+            if float(rec.get("not_before") or 0) > now:
+                continue  # waiting for disk space
             self._start(rec)
             running += 1
 
@@ -311,6 +321,15 @@ class LocalComputeBackend:
             rec.update(state="preempted", reason=why)
         elif rc < 0:
             rec.update(state="failed", reason=f"the scorer was killed by signal {-rc}")
+        elif (full := self._disk_full(rec)) is not None:
+            waits = int(rec.get("space_waits") or 0) + 1
+            delay = min(SPACE_WAIT_MAX_S, SPACE_WAIT_FIRST_S * 2 ** (waits - 1))
+            rec.update(state="queued", reason=f"waiting for disk space ({full})", owner=None,
+                       space_waits=waits, not_before=time.time() + delay)
+            self._write_active(rec["name"], rec)
+            self._procs.pop(rec["name"], None)
+            log.warning("job %s stopped on a full disk; again in %.0f s", rec["name"], delay)
+            return
         else:
             rec.update(state="failed", reason=self._stderr_tail(rec["name"]) or f"the scorer exited {rc}")
         self._finish(rec)
@@ -324,6 +343,33 @@ class LocalComputeBackend:
         except FileNotFoundError:
             return None
         return redact(lines[-1])[:500] if lines else None
+
+    def _disk_full(self, rec: dict[str, Any]) -> str | None:
+        """Why a failed run looks like a full disk: its stderr says so, or (when it could not even
+        say so) the file systems of its output and of our records have almost no room left."""
+        said = self._stderr_marker(rec, DISK_FULL_MARKERS)
+        if said is not None:
+            return said
+        out = url_to_arg(rec["job"]["output_url"])
+        for folder in ([Path(out).parent] if "://" not in out else []) + [self.root]:
+            try:
+                st = os.statvfs(folder)
+            except OSError:
+                continue
+            if st.f_bavail * st.f_frsize < LOW_SPACE_BYTES:
+                return f"{folder} has {st.f_bavail * st.f_frsize} bytes free"
+        return None
+
+    def _stderr_marker(self, rec: dict[str, Any], markers: tuple[str, ...]) -> str | None:
+        """The first of `markers` in the end of what the job's last run wrote to stderr, or None."""
+        path = self.logs / f"{rec['name']}.err"
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(max(int(rec.get("err_offset") or 0), path.stat().st_size - 4096))
+                tail = fh.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return None
+        return next((m for m in markers if m in tail), None)
 
     def model_path(self, model: str) -> str:
         """A model version name -> MODEL_DIR/NAME.onnx; an existing .onnx path is used as given."""
@@ -349,6 +395,7 @@ class LocalComputeBackend:
         if "://" not in out_path:
             Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         with open(self.logs / f"{name}.out", "ab") as out, open(self.logs / f"{name}.err", "ab") as err:
+            err_offset = err.tell()  # where this run's stderr begins
             try:
                 proc = subprocess.Popen(
                     self.command(job), cwd=self.code_dir, env=self._child_env(), stdin=subprocess.DEVNULL,
@@ -359,10 +406,17 @@ class LocalComputeBackend:
                 self._finish(rec)
                 return
         info = _proc_info(proc.pid)
+        try:
+            rec.update(state="running", pid=proc.pid, proc_start=info[1] if info else None, owner=self.owner,
+                       runs=int(rec.get("runs", 0)) + 1, reason=None, err_offset=err_offset)
+            self._write_active(name, rec)
+        except OSError:
+            # Unrecorded, it would be started again: stop it (a full disk, most likely; retried later).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         self._procs[name] = proc
-        rec.update(state="running", pid=proc.pid, proc_start=info[1] if info else None, owner=self.owner,
-                   runs=int(rec.get("runs", 0)) + 1, reason=None)
-        self._write_active(name, rec)
         log.info("started job %s (pid %s, run %s)", name, proc.pid, rec["runs"])
 
 
