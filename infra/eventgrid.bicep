@@ -50,7 +50,7 @@ resource subscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2024-
       advancedFilters: [
         {
           operatorType: 'StringNotEndsWith'
-          key: 'subject'
+          key: 'Subject'
           values: [statusSuffix]
         }
       ]

@@ -70,7 +70,7 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
   name: c
 }]
 
-// Workspace-based Application Insights (classic resources are retired): telemetry lands in this
+// Workspace-based Application Insights (not classic): telemetry lands in this
 // Log Analytics workspace. Local auth is off, so only Entra ID-authenticated telemetry is taken:
 // the app's identity holds Monitoring Metrics Publisher on it (appInsightsRole below).
 resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
@@ -90,7 +90,6 @@ resource insights 'Microsoft.Insights/components@2020-02-02' = {
     Application_Type: 'web'
     DisableLocalAuth: true
     WorkspaceResourceId: logs.id
-    IngestionMode: 'LogAnalytics'
   }
 }
 

@@ -125,3 +125,11 @@ def test_the_embedded_host_indexes_through_the_worker(tmp_path: Path) -> None:
     assert indexed_by(app) == f"azure-functions-runtime {worker_version()}"
     # a second index of the same app object (a host restarted in one process) reuses the first
     assert list(index_functions(app)) == ["shout"]
+
+
+def test_the_service_app_is_indexed_by_the_worker_in_the_embedded_host() -> None:
+    """What every service test starts: this repository's app, through the worker's loader."""
+    app = load_app(REPO_ROOT)
+    functions = index_functions(app)
+    assert indexed_by(app) == f"azure-functions-runtime {worker_version()}"
+    assert {"plan_shards", "submit_shard", "detection_batch"} <= set(functions)
