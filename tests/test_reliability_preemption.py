@@ -17,6 +17,7 @@ import os
 import random
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -113,7 +114,8 @@ class Preempter(threading.Thread):
 
 def test_preempted_every_1_to_2_s_every_image_scored_once_within_1_3x(
         tmp_path: Path, model_dir: Path) -> None:  # noqa: F811
-    root = tmp_path / "container"
+    # the images live beside the service's state folder, never inside it (issue 14: never read)
+    root = Path(tempfile.mkdtemp(prefix="preempt-images-")) / "container"
     files = _images(root)
     trace = tmp_path / "scored.txt"
     env = service_env(
@@ -137,9 +139,9 @@ def test_preempted_every_1_to_2_s_every_image_scored_once_within_1_3x(
         finally:
             pre.stop.set()
             pre.join()
-    assert doc["runtimeStatus"] == "Completed", doc
-    out = doc["output"]
-    det = fetch(out["output_file_urls"]["detections"])
+        assert doc["runtimeStatus"] == "Completed", doc
+        out = doc["output"]
+        det = fetch(out["output_file_urls"]["detections"])  # served by the host: read while it runs
     failures = {e["file"]: e.get("failure") for e in det["images"] if e.get("failure")}
     assert failures == {}, f"{len(failures)} images failed, e.g. {next(iter(failures.items()))}"
     assert [e["file"] for e in det["images"]] == files, "every image exactly once"
@@ -211,13 +213,14 @@ def test_failed_attempts_that_advanced_the_checkpoint_do_not_use_up_the_attempts
                               json={"input_container_sas": dataset.root.as_uri(), "caller": "alice"})
             assert r.status_code == 202, r.text
             doc = follow(r.json()["statusQueryGetUri"], timeout=300)
+            assert doc["runtimeStatus"] == "Completed", doc
+            det = fetch(doc["output"]["output_file_urls"]["detections"])  # served by the host
         finally:
             sv.override(compute=None)
-    assert doc["runtimeStatus"] == "Completed", doc
     assert doc["output"]["failed_shards"] == 0, doc["output"]
     # more failed attempts than the 3 allowed (the last one may have finished before its turn came)
     assert len(flaky.failed) >= 4, f"only {len(flaky.failed)} attempts failed: nothing was proven"
     n = len(flaky.jobs)
     assert sorted(j.attempt for j, _ in flaky.jobs.values()) == list(range(1, n + 1))
     assert n == len(flaky.failed) + 1, "the attempt after the failed ones finished the shard"
-    check_results(fetch(doc["output"]["output_file_urls"]["detections"]), dataset)
+    check_results(det, dataset)

@@ -25,7 +25,9 @@ LINGERING = {"04": "FIN_WAIT1", "05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLO
 
 def _start_serve(home: Path, port: int, extra: dict[str, str]) -> tuple[subprocess.Popen[str], str, str]:
     """`mdbatch serve --port PORT`; returns (process, url, key) once it printed "Ctrl-C to stop"."""
-    proc = subprocess.Popen(cli_cmd("serve", "--port", str(port), "--model", "demo"), cwd=REPO_ROOT,
+    # the photos lie beside the home, under the test's folder: that folder is the allowed root
+    cmd = cli_cmd("serve", "--port", str(port), "--model", "demo", "--root", str(home.parent))
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT,
                             env=cli_env(home, **extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     assert proc.stdout is not None

@@ -71,7 +71,9 @@ def test_http_end_to_end(host: EmbeddedHost, dataset: Dataset) -> None:  # noqa:
     out = doc["output"]
     assert out["images"] == len(dataset.files) and out["failed_images"] == 1 and out["failed_shards"] == 0
     assert doc["customStatus"]["stage"] == "completed"
-    assert "output_file_urls" not in out, "no link is frozen into the orchestration output"
+    # the orchestration keeps the files' names; the status URL signs links when it is read
+    assert set(out["output_files"]) == {"detections", "failed_images", "images"}
+    check_results(fetch(out["output_file_urls"]["detections"]), dataset)
     check_results(result(host.base_url, doc), dataset)
     assert result(host.base_url, doc, "failed_images") == list(dataset.bad)
     assert result(host.base_url, doc, "images") == dataset.files

@@ -93,7 +93,7 @@ def test_status_token_is_bound_to_request_caller_and_expiry() -> None:
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[EmbeddedHost]:  # noqa: F811
     state = tmp_path_factory.mktemp("tenant-state")
-    env = service_env(state, model_dir)
+    env = service_env(state, model_dir, MDBATCH_FUNCTION_KEYS_FILE=str(state / "host" / "keys.json"))
     with EmbeddedHost(APP_DIR, state / "host", workers=4, env=env, require_keys=True) as h:
         yield h
 
