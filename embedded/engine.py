@@ -169,8 +169,9 @@ class Engine:
         while not self._stop.is_set():
             try:
                 progressed = self._dispatch_once()
-                nxt = self.store.next_timer()
-                inbox = self.store.inbox_instances()
+                if not progressed:
+                    nxt = self.store.next_timer()
+                    inbox = self.store.inbox_instances()
             except Exception as e:
                 fault = storage_error(e)
                 if fault is None:

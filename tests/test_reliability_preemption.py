@@ -200,13 +200,13 @@ class FailsAfterProgress:
 
 def test_failed_attempts_that_advanced_the_checkpoint_do_not_use_up_the_attempts(
         tmp_path: Path, model_dir: Path, dataset: Dataset) -> None:  # noqa: F811
-    """Up to five attempts in a row fail, each after checkpointing more images: with 3 attempts
+    """Up to five attempts in a row fail, each once it checkpointed another image: with 3 attempts
     allowed the shard still completes (before: it ended failed after 3 attempts)."""
     env = service_env(tmp_path, model_dir, MDBATCH_SHARD_SIZE="100", MDBATCH_LOCAL_WORKERS="1",
                       MDBATCH_MAX_ATTEMPTS="3", MDBATCH_CHECKPOINT_EVERY="1",
-                      MDBATCH_SCORING_DELAY_MS="100")
+                      MDBATCH_SCORING_DELAY_MS="600")  # ~1-2 images per attempt: 15 need many
     with EmbeddedHost(APP_DIR, tmp_path / "host", workers=4, env=env) as h:
-        flaky = FailsAfterProgress(compute_from_settings(sv.settings()), tmp_path / "work", doomed=5, gain=2)
+        flaky = FailsAfterProgress(compute_from_settings(sv.settings()), tmp_path / "work", doomed=5, gain=1)
         sv.override(compute=flaky)
         try:
             r = requests.post(f"{h.base_url}/api/detections", timeout=30,
