@@ -24,6 +24,7 @@ from adapters.compute.base import JobState, ShardJob
 from adapters.errors import AdapterError, NotFoundError, SecretNotFoundError
 from adapters.secrets import unpark
 from adapters.storage import open_store, parse_location
+from batch.classification import classify_args
 from batch.fanout import shard_images
 from batch.merge import merge_shards
 from batch.planning import IMAGE_EXTENSIONS, TooManyImages, parse_image_list, plan_shards, select_images
@@ -145,6 +146,7 @@ def submit(svc: sv.Services, arg: dict[str, Any]) -> dict[str, Any]:
         output_url=svc.work.child_url(sv.result_name(rid, shard)),
         model=arg["model"], threshold=float(arg["threshold"]),
         checkpoint_every=int(arg.get("checkpoint_every", 500)),
+        **classify_args(arg),  # issue 12
     )
     job_id = svc.compute.submit(job)
     svc.work.write_json(receipt, {"job_id": job_id, "name": job.name, "shard": shard, "attempt": attempt})

@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--classifier", default=None,
                    help="optional crop classifier (ONNX + its mdbatch-classifier manifest) run on "
                         "animal detections after detection")
+    p.add_argument("--country", default=None, help="ISO 3166-1 alpha-3 code of where the images were "
+                   "taken (with --classifier: recorded; the geofence uses it)")
+    p.add_argument("--admin1-region", default=None, help="first-level region within --country (e.g. CA)")
     p.add_argument("--cpu", action="store_true", help="use the CPU provider even when CUDA is present")
     p.add_argument("-q", "--quiet", action="store_true")
     return p.parse_args(argv)
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                     checkpoint_every=args.checkpoint_every,
                     progress_every=args.progress_every, workers=args.workers, threads=args.threads,
                     providers=["CPUExecutionProvider"] if args.cpu else None,
-                    classifier=Path(args.classifier) if args.classifier else None)
+                    classifier=Path(args.classifier) if args.classifier else None,
+                    classifier_options={"country": args.country, "admin1_region": args.admin1_region})
     try:
         stats = run(cfg)
     except Interrupted as e:

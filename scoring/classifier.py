@@ -121,8 +121,10 @@ def top_classes(probs: np.ndarray, k: int) -> list[list[Any]]:
 class ClassifyStage:
     """Collects crops as detections arrive; classifies them in batches; writes the results."""
 
-    def __init__(self, clf: Classifier, batch_size: int | None = None) -> None:
+    def __init__(self, clf: Classifier, batch_size: int | None = None, country: str | None = None,
+                 admin1_region: str | None = None) -> None:
         self.clf = clf
+        self.country, self.admin1_region = country, admin1_region
         self.batch_size = batch_size or clf.manifest.batch_size or (32 if clf.on_gpu else 8)
         self._pending: list[tuple[dict[str, Any], np.ndarray]] = []
         self.crops = 0
@@ -165,6 +167,10 @@ class ClassifyStage:
             "crop_threshold": m.crop_threshold,
             "crop_categories": list(m.crop_categories),
         }
+        if self.country:
+            info["classifier_metadata"]["country"] = self.country
+            if self.admin1_region:
+                info["classifier_metadata"]["admin1_region"] = self.admin1_region
         out = {k: v for k, v in results.items() if k != "images"}
         out["info"] = info
         out["classification_categories"] = m.categories
@@ -174,10 +180,11 @@ class ClassifyStage:
 
 
 def open_stage(classifier_path: Path | str | None, providers: list[str] | None,
-               threads: int | None = None, batch_size: int | None = None) -> ClassifyStage | None:
+               threads: int | None = None, batch_size: int | None = None, country: str | None = None,
+               admin1_region: str | None = None) -> ClassifyStage | None:
     """The stage for ``classifier_path`` on the detector's providers, or None without one."""
     if not classifier_path:
         return None
     clf = Classifier(Path(classifier_path), providers=providers, threads=threads)
-    return ClassifyStage(clf, batch_size)
+    return ClassifyStage(clf, batch_size, country=country, admin1_region=admin1_region)
 

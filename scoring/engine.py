@@ -136,6 +136,7 @@ class RunConfig:
     providers: list[str] | None = None
     progress_every: float = 2.0  # seconds between progress-file writes; 0: no progress file
     classifier: Path | None = None  # issue 12: optional crop classifier (scoring/classifier.py)
+    classifier_options: dict[str, Any] | None = None  # issue 12: open_stage keywords (country, ...)
 
 
 @dataclass
@@ -258,7 +259,7 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
 
     # --- issue 12: optional classification stage (None: the run is exactly as without it) ---
     from .classifier import open_stage
-    stage = open_stage(cfg.classifier, det.providers, cfg.threads)
+    stage = open_stage(cfg.classifier, det.providers, cfg.threads, **(cfg.classifier_options or {}))
     decoded: dict[str, np.ndarray] | None = {} if stage is not None else None
     # --- end issue 12 ---
 

@@ -62,6 +62,16 @@ def supported_models(s: Settings) -> list[str]:
     return names
 
 
+def supported_classifiers(s: Settings) -> list[str]:
+    """The classifier versions a request may name (issue 12): installed ones
+    (MODEL_DIR/classifiers/NAME.onnx) on local compute, the configured names on Azure ML."""
+    if s.compute_backend == "local":
+        folder = s.models_path / "classifiers"
+        installed = sorted(p.name[:-5] for p in folder.glob("*.onnx")) if folder.is_dir() else []
+        return [n for n in s.classifiers if n in installed] if s.classifiers else installed
+    return list(s.classifiers)
+
+
 def identify(headers: Any, claimed: str | None, s: Settings) -> str:
     """The caller: the App Service authenticated principal, else `claimed` checked on the allowlist."""
     if s.app_service_auth:  # only the platform can set these headers then
@@ -143,6 +153,12 @@ def validate(body: bytes, s: Settings, *, remote: bool = True) -> DetectionReque
     elif model is None and s.default_model not in models:
         problems.append(f"no model_version given and the default model {s.default_model!r} "
                         f"is not installed ({available})")
+    classifier = fields.get("classifier_version")  # issue 12
+    if isinstance(classifier, str) and MODEL_RE.match(classifier):
+        classifiers = supported_classifiers(s)
+        if classifier not in classifiers:
+            problems.append(f"classifier_version {classifier!r} is not supported "
+                            f"({', '.join(classifiers) or 'none installed'})")
     first_n, sample_n = fields.get("first_n"), fields.get("sample_n")
     first_n = first_n if _is_int(first_n) and first_n > 0 else None
     sample_n = sample_n if _is_int(sample_n) and sample_n > 0 else None
@@ -214,6 +230,9 @@ async def start(client: Any, body: bytes, headers: Any, *, request_id: str | Non
             "status_blob": status_blob, "submitted": datetime.now(UTC).isoformat(),
             "options": options(s),
         }
+        if req.classifier_version:  # issue 12 (a job without a classifier has no such keys)
+            job.update(classifier=req.classifier_version, country=req.country,
+                       admin1_region=req.admin1_region)
         svc.work.write_json(sv.index_name(caller_key(caller), rid),
                             {"request_id": rid, "created": job["submitted"],
                              "request_name": req.request_name})
