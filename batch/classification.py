@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 
 #: job / shard argument keys, in the order they appear on the scorer's command line
-CLASSIFY_KEYS = ("classifier", "country", "admin1_region")
+CLASSIFY_KEYS = ("classifier", "country", "admin1_region", "ensemble")
 #: ISO 3166-1 alpha-3 (what SpeciesNet's geofence is keyed by), e.g. "USA", "KEN"
 COUNTRY_RE = re.compile(r"^[A-Z]{3}$")
 #: a first-level region code within the country (SpeciesNet: US state codes such as "CA")
-ADMIN1_RE = re.compile(r"^[A-Z0-9]{1,3}$")
+ADMIN1_RE = re.compile(r"^[A-Z0-9]{2}$")  # speciesnet's geofence accepts two characters
 
 
 def classify_args(job: Mapping[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ class DetectionRequest(BaseModel):
     classifier_version: str | None = None
     country: str | None = None  # ISO 3166-1 alpha-3, for the geofence
     admin1_region: str | None = None  # e.g. a US state code, with country
+    ensemble: bool = False  # SpeciesNet's ensemble (geofence, roll-up) on the classifications
     # --- end issue 12 ---
 
     @field_validator("detection_threshold", mode="before")
@@ -96,7 +97,7 @@ class DetectionRequest(BaseModel):
     @classmethod
     def _admin1(cls, v: str | None) -> str | None:
         if v is not None and not ADMIN1_RE.match(v.upper()):
-            raise ValueError("must be 1-3 letters or digits, e.g. CA")
+            raise ValueError("must be 2 letters or digits, e.g. CA")
         return None if v is None else v.upper()
 
     @field_validator("image_path_prefix")
@@ -145,6 +146,8 @@ def parse_request(body: bytes | str | dict[str, Any], *, max_bytes: int = 1 << 2
         problems.append("use_url and input_container_sas do not go together")
     if data.get("admin1_region") and not data.get("country"):  # issue 12
         problems.append("admin1_region needs country")
+    if data.get("ensemble") is True and not data.get("classifier_version"):
+        problems.append("ensemble needs classifier_version")
     if problems or req is None:
         raise RequestError(problems or ["invalid request"])
     return req

@@ -44,7 +44,9 @@ def _build_demo(folder: Path) -> ResolvedClassifier:
         from scoring.classifier_demo import build_colour_classifier  # lazy: pulls in onnx
 
         tmp = folder / ".demo-build" / f"{DEMO}.onnx"
-        build_colour_classifier(tmp, name=DEMO, classifier="mdbatch-demo-colours")
+        build_colour_classifier(tmp, name=DEMO, classifier="mdbatch-demo-colours", ensemble=True)
+        for extra in (".taxonomy.txt", ".geofence.json"):  # the ensemble's files, named by the manifest
+            os.replace(tmp.parent / f"{DEMO}{extra}", folder / f"{DEMO}{extra}")
         os.replace(str(tmp) + ".json", str(path) + ".json")
         os.replace(tmp, path)
         shutil.rmtree(tmp.parent, ignore_errors=True)
@@ -89,5 +91,20 @@ def resolve(classifier: str, models: Path | None = None) -> ResolvedClassifier:
     for cand in (Path(str(path) + ".json"), path.with_suffix(".json")):
         if cand.is_file():
             shutil.copyfile(cand, str(dest) + ".json")
+            _copy_ensemble_files(cand, folder)
             break
     return ResolvedClassifier(name, dest)
+
+
+def _copy_ensemble_files(manifest: Path, folder: Path) -> None:
+    """The ensemble's taxonomy/geofence files travel with the manifest that names them."""
+    import json
+
+    try:
+        spec = json.loads(manifest.read_text(encoding="utf-8")).get("ensemble") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    for rel in (spec.get("taxonomy"), spec.get("geofence")) if isinstance(spec, dict) else ():
+        src = manifest.parent / str(rel or "")
+        if rel and src.is_file() and "/" not in str(rel) and ".." not in str(rel):
+            shutil.copyfile(src, folder / str(rel))

@@ -178,6 +178,8 @@ def detect(
                                                 "photos were taken (with --classifier)")] = None,
     admin1_region: Annotated[str | None, typer.Option("--admin1-region", help="region within --country, "
                                                       "e.g. CA")] = None,
+    ensemble: Annotated[bool, typer.Option("--ensemble", help="SpeciesNet's ensemble on the species "
+                                           "(geofence by --country, roll-up)")] = False,
 ) -> None:
     """Detect animals, people and vehicles in a folder on this machine (embedded service)."""
     from mdbatch import classifiers, local, models
@@ -190,11 +192,11 @@ def detect(
     output = (output or Path("mdbatch-results") / f"{folder.name}.json").resolve()
     resolved = models.resolve(model, log=lambda s: out.print(s))
     cls = classifiers.resolve(classifier) if classifier else None  # issue 12
-    if (country or admin1_region) and cls is None:
-        raise CliError("--country and --admin1-region go with --classifier")
+    if (country or admin1_region or ensemble) and cls is None:
+        raise CliError("--country, --admin1-region and --ensemble go with --classifier")
     home = paths.home()
     key = local.job_key(folder, resolved.name if cls is None else
-                        f"{resolved.name}+{cls.name}+{country}+{admin1_region}", threshold)
+                        f"{resolved.name}+{cls.name}+{country}+{admin1_region}+{ensemble}", threshold)
     started = time.monotonic()
     out.print(f"detecting in [bold]{folder}[/] with model [bold]{resolved.name}[/]"
               + (f" and classifier [bold]{cls.name}[/]" if cls else ""))
@@ -218,7 +220,8 @@ def detect(
                 body["detection_threshold"] = threshold
             if cls is not None:  # issue 12
                 body["classifier_version"] = cls.name
-                body.update({k: v for k, v in (("country", country), ("admin1_region", admin1_region)) if v})
+                body.update({k: v for k, v in (("country", country), ("admin1_region", admin1_region),
+                                               ("ensemble", ensemble)) if v})
             answer = client.submit(body)
             request_id = str(answer.get("id") or answer.get("request_id"))
             local.journal_put(key, request_id, {"folder": str(folder), "model": resolved.name,
@@ -359,6 +362,7 @@ def submit(
                                                    "classify animal boxes")] = None,
     country: Annotated[str | None, typer.Option("--country", help="country (ISO 3166-1 alpha-3)")] = None,
     admin1_region: Annotated[str | None, typer.Option("--admin1-region", help="admin1_region")] = None,
+    ensemble: Annotated[bool, typer.Option("--ensemble", help="SpeciesNet's ensemble")] = False,
     wait_: Annotated[bool, typer.Option("--wait", help="follow the job to its end")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -387,6 +391,8 @@ def submit(
                 body[k] = v
         if use_url:
             body["use_url"] = True
+        if ensemble:
+            body["ensemble"] = True
     client = _client(api, key, caller)
     answer = client.submit(body)
     rid = str(answer.get("id") or answer.get("request_id"))

@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--country", default=None, help="ISO 3166-1 alpha-3 code of where the images were "
                    "taken (with --classifier: recorded; the geofence uses it)")
     p.add_argument("--admin1-region", default=None, help="first-level region within --country (e.g. CA)")
+    p.add_argument("--ensemble", action="store_true",
+                   help="SpeciesNet's ensemble on the classifications (geofence by --country, roll-up); "
+                        "needs a classifier with ensemble files and the speciesnet package")
     p.add_argument("--cpu", action="store_true", help="use the CPU provider even when CUDA is present")
     p.add_argument("-q", "--quiet", action="store_true")
     return p.parse_args(argv)
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                     progress_every=args.progress_every, workers=args.workers, threads=args.threads,
                     providers=["CPUExecutionProvider"] if args.cpu else None,
                     classifier=Path(args.classifier) if args.classifier else None,
-                    classifier_options={"country": args.country, "admin1_region": args.admin1_region})
+                    classifier_options={"country": args.country, "admin1_region": args.admin1_region,
+                                        "ensemble": args.ensemble})
     try:
         stats = run(cfg)
     except Interrupted as e:

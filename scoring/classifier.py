@@ -21,7 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from .classifier_manifest import ClassifierManifest, ClassifierManifestError, load_classifier_manifest
+from .classifier_manifest import (
+    ClassifierManifest,
+    ClassifierManifestError,
+    label_from,
+    load_classifier_manifest,
+)
 from .crops import crop_u8, to_input
 from .manifest import file_sha256
 
@@ -119,12 +124,42 @@ def top_classes(probs: np.ndarray, k: int) -> list[list[Any]]:
 
 
 class ClassifyStage:
-    """Collects crops as detections arrive; classifies them in batches; writes the results."""
+    """Collects crops as detections arrive; classifies them in batches; writes the results.
+
+    With ``ensemble`` (SpeciesNet's combiner, geofence and roll-up; scoring/classifier_ensemble.py)
+    a detection's ``classifications`` is the ensemble's answer ``[[id, score]]`` and its raw top
+    classes go to ``raw_classifications``; the answer may be a taxon above the classifier's labels
+    (a genus, a family, "animal"), so the categories then also list the ensemble's taxonomy
+    (ids after the classifier's labels, in a fixed order: the same in every shard).
+    """
 
     def __init__(self, clf: Classifier, batch_size: int | None = None, country: str | None = None,
-                 admin1_region: str | None = None) -> None:
+                 admin1_region: str | None = None, ensemble: bool = False,
+                 detection_categories: dict[str, str] | None = None) -> None:
         self.clf = clf
         self.country, self.admin1_region = country, admin1_region
+        self.detection_categories = dict(detection_categories or {})
+        self.categories = clf.manifest.categories
+        self.descriptions = clf.manifest.descriptions
+        self.ensemble = None
+        if ensemble:
+            spec = clf.manifest.extra.get("ensemble")
+            if not spec:
+                raise ClassifierError(f"classifier {clf.manifest.name} has no ensemble files (manifest "
+                                      "\"ensemble\": taxonomy and geofence); run it without the ensemble")
+            from .classifier_ensemble import Ensemble, EnsembleError
+
+            try:
+                self.ensemble = Ensemble.from_manifest(Path(clf.manifest.extra["manifest_dir"]), spec)
+            except EnsembleError as e:
+                raise ClassifierError(str(e)) from None
+            known = {lb.description for lb in clf.manifest.labels}
+            for extra in self.ensemble.labels():
+                if extra not in known:
+                    lb = label_from(extra)
+                    i = str(len(self.categories))
+                    self.categories[i], self.descriptions[i] = lb.name or extra, lb.description
+        self._ids = {d: i for i, d in self.descriptions.items()}
         self.batch_size = batch_size or clf.manifest.batch_size or (32 if clf.on_gpu else 8)
         self._pending: list[tuple[dict[str, Any], np.ndarray]] = []
         self.crops = 0
@@ -147,8 +182,36 @@ class ClassifyStage:
             probs = self.clf.probabilities(self.clf.batch([c for _, c in chunk]))
             for (det, _), p in zip(chunk, probs, strict=True):
                 det["classifications"] = top_classes(p, k)
+            if self.ensemble is not None:
+                self._combine([det for det, _ in chunk], probs)
             self.crops += len(chunk)
             self.batches += 1
+
+    def _combine(self, dets: list[dict[str, Any]], probs: np.ndarray) -> None:
+        """SpeciesNet's ensemble per crop: the answer first, the raw top classes kept beside it."""
+        from .classifier_ensemble import DETECTOR_LABELS, NUM_FOR_ENSEMBLE
+
+        assert self.ensemble is not None
+        labels = self.clf.manifest.labels
+        classes, scores = [], []
+        for p in probs:
+            order = np.argsort(-p, kind="stable")[:NUM_FOR_ENSEMBLE]
+            classes.append([labels[i].description for i in order])
+            scores.append([float(p[i]) for i in order])
+        det_in = [{"label": DETECTOR_LABELS.get(self.detection_categories.get(d["category"], ""), "animal"),
+                   "conf": float(d["conf"])} for d in dets]
+        try:
+            out = self.ensemble.combine(classes, scores, det_in, self.country, self.admin1_region)
+        except ValueError as e:
+            raise ClassifierError(f"speciesnet ensemble: {e}") from None
+        f = 10 ** CONF_DIGITS
+        for d, res in zip(dets, out, strict=True):
+            cid = self._ids.get(res["class"])
+            if cid is None:  # ids must be the same in every shard: never invent one here
+                raise ClassifierError(f"speciesnet ensemble answered {res['class']!r}, which is neither "
+                                      "a classifier label nor in its taxonomy file")
+            d["raw_classifications"] = d["classifications"]
+            d["classifications"] = [[cid, math.floor(float(res["score"]) * f) / f]]
 
     def discard(self) -> None:
         self._pending.clear()
@@ -167,24 +230,28 @@ class ClassifyStage:
             "crop_threshold": m.crop_threshold,
             "crop_categories": list(m.crop_categories),
         }
+        if self.ensemble is not None:
+            info["classifier_metadata"]["ensemble"] = {"speciesnet": True, "geofence": self.ensemble.geofence}
         if self.country:
             info["classifier_metadata"]["country"] = self.country
             if self.admin1_region:
                 info["classifier_metadata"]["admin1_region"] = self.admin1_region
         out = {k: v for k, v in results.items() if k != "images"}
         out["info"] = info
-        out["classification_categories"] = m.categories
-        out["classification_category_descriptions"] = m.descriptions
+        out["classification_categories"] = self.categories
+        out["classification_category_descriptions"] = self.descriptions
         out["images"] = results["images"]
         return out
 
 
 def open_stage(classifier_path: Path | str | None, providers: list[str] | None,
                threads: int | None = None, batch_size: int | None = None, country: str | None = None,
-               admin1_region: str | None = None) -> ClassifyStage | None:
+               admin1_region: str | None = None, ensemble: bool = False,
+               detection_categories: dict[str, str] | None = None) -> ClassifyStage | None:
     """The stage for ``classifier_path`` on the detector's providers, or None without one."""
     if not classifier_path:
         return None
     clf = Classifier(Path(classifier_path), providers=providers, threads=threads)
-    return ClassifyStage(clf, batch_size, country=country, admin1_region=admin1_region)
+    return ClassifyStage(clf, batch_size, country=country, admin1_region=admin1_region, ensemble=ensemble,
+                         detection_categories=detection_categories)
 

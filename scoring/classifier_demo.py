@@ -45,6 +45,22 @@ def taxonomy_labels() -> list[str]:
     return [f"{uuid.uuid5(uuid.NAMESPACE_URL, 'mdbatch-demo/' + t)};{t}" for t, _ in COLOUR_CLASSES]
 
 
+#: higher taxa of the demo labels (SpeciesNet-style), for the ensemble's roll-up
+DEMO_HIGHER_TAXA = ["mammalia;carnivora;canidae;;;canine family", "mammalia;carnivora;;;;carnivorous mammal",
+                    "mammalia;cetartiodactyla;cervidae;;;deer family", "mammalia;;;;;mammal"]
+#: the demo geofence: foxes only in Great Britain (so --country USA rolls a fox up to its family)
+DEMO_GEOFENCE = {"mammalia;carnivora;canidae;vulpes;vulpes": {"allow": {"GBR": []}}}
+
+
+def write_demo_ensemble(folder: Path, stem: str) -> dict[str, str]:
+    """Taxonomy and geofence files for the demo labels beside the model; the manifest's ``ensemble``."""
+    taxa = taxonomy_labels() + [f"{uuid.uuid5(uuid.NAMESPACE_URL, 'mdbatch-demo/' + t)};{t}"
+                                for t in DEMO_HIGHER_TAXA]
+    (folder / f"{stem}.taxonomy.txt").write_text("\n".join(taxa) + "\n", encoding="utf-8")
+    (folder / f"{stem}.geofence.json").write_text(json.dumps(DEMO_GEOFENCE) + "\n", encoding="utf-8")
+    return {"taxonomy": f"{stem}.taxonomy.txt", "geofence": f"{stem}.geofence.json"}
+
+
 def write_classifier_manifest(model_path: Path, **fields: Any) -> Path:
     """``<model file>.json`` with the classifier format and the file's sha256."""
     model_path = Path(model_path)
@@ -55,15 +71,19 @@ def write_classifier_manifest(model_path: Path, **fields: Any) -> Path:
 
 
 def build_colour_classifier(path: Path, input_size: int = 480, name: str | None = None,
+                            classes: list[tuple[str, tuple[float, float, float]]] | None = None,
                             **manifest: Any) -> Path:
     """Build the colour classifier at ``path`` (+ manifest); ``manifest`` overrides fields
-    (e.g. ``crop_categories=["1", "2", "3"]``, ``crop_threshold``)."""
+    (e.g. ``crop_categories=["1", "2", "3"]``, ``crop_threshold``). ``classes`` replaces the
+    label list: (full label, mean-colour weights of its logit) each."""
     import onnx
     from onnx import TensorProto, helper
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    w = np.asarray([c for _, c in COLOUR_CLASSES], np.float32).T * np.float32(GAIN)  # [3, K]
+    labels = [lb for lb, _ in classes] if classes else taxonomy_labels()
+    classes = classes or COLOUR_CLASSES
+    w = np.asarray([c for _, c in classes], np.float32).T * np.float32(GAIN)  # [3, K]
     nodes = [
         helper.make_node("ReduceMean", ["crops"], ["mean"], axes=[1, 2], keepdims=0),  # [B,3]
         helper.make_node("MatMul", ["mean", "w"], ["logits"]),
@@ -71,7 +91,7 @@ def build_colour_classifier(path: Path, input_size: int = 480, name: str | None 
     graph = helper.make_graph(
         nodes, "colour_classifier",
         [helper.make_tensor_value_info("crops", TensorProto.FLOAT, ["batch", input_size, input_size, 3])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(COLOUR_CLASSES)])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(classes)])],
         initializer=[onnx.numpy_helper.from_array(w, "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
@@ -83,10 +103,12 @@ def build_colour_classifier(path: Path, input_size: int = 480, name: str | None 
     fields: dict[str, Any] = {
         "name": name, "classifier": name, "input_size": input_size, "layout": "nhwc",
         "crop": "speciesnet", "normalisation": {"divide": 255.0, "mean": [0, 0, 0], "std": [1, 1, 1]},
-        "output": "logits", "labels": taxonomy_labels(), "crop_categories": ["1"],
+        "output": "logits", "labels": labels, "crop_categories": ["1"],
         "crop_threshold": 0.1, "top_k": 5, "typical_classification_threshold": 0.5,
     }
     fields.update(manifest)
+    if fields.get("ensemble") is True:  # the demo's own taxonomy and geofence files
+        fields["ensemble"] = write_demo_ensemble(path.parent, path.name.removesuffix(".onnx"))
     write_classifier_manifest(path, **fields)
     return path
 

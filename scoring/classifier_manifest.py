@@ -138,7 +138,8 @@ def load_classifier_manifest(model_path: Path, verify_sha256: bool = True) -> Cl
             batch_size=None if raw.get("batch_size") is None else int(raw["batch_size"]),
             typical_classification_threshold=float(raw.get("typical_classification_threshold", 0.5)),
             sha256=raw.get("sha256"),
-            extra={k: raw[k] for k in ("geofence", "taxonomy") if k in raw},
+            extra={"manifest_dir": str(mpath.parent),
+                   **{k: raw[k] for k in ("ensemble",) if isinstance(raw.get(k), dict)}},
         )
     except (TypeError, ValueError) as e:
         raise ClassifierManifestError(f"classifier manifest {mpath}: {e}") from None

@@ -259,7 +259,8 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
 
     # --- issue 12: optional classification stage (None: the run is exactly as without it) ---
     from .classifier import open_stage
-    stage = open_stage(cfg.classifier, det.providers, cfg.threads, **(cfg.classifier_options or {}))
+    stage = open_stage(cfg.classifier, det.providers, cfg.threads, **(cfg.classifier_options or {}),
+                       detection_categories=det.manifest.categories)
     decoded: dict[str, np.ndarray] | None = {} if stage is not None else None
     # --- end issue 12 ---
 

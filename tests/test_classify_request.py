@@ -25,7 +25,9 @@ def test_a_v4_client_sending_country_alone_is_accepted() -> None:
     ({"classifier_version": "bad name!"}, "classifier_version: Value error, must be 1-64 characters"),
     ({"classifier_version": 3}, "classifier_version: Input should be a valid string"),
     ({"country": "Kenya"}, "country: Value error, must be an ISO 3166-1 alpha-3 country code"),
-    ({"country": "USA", "admin1_region": "Calif"}, "admin1_region: Value error, must be 1-3 letters"),
+    ({"country": "USA", "admin1_region": "Calif"}, "admin1_region: Value error, must be 2 letters"),
+    ({"classifier_version": "c", "ensemble": "yes"}, "ensemble: Input should be a valid boolean"),
+    ({"ensemble": True}, "ensemble needs classifier_version"),
     ({"admin1_region": "CA"}, "admin1_region needs country"),
 ])
 def test_bad_classification_fields_are_named(extra: dict, problem: str) -> None:

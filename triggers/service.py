@@ -232,7 +232,7 @@ async def start(client: Any, body: bytes, headers: Any, *, request_id: str | Non
         }
         if req.classifier_version:  # issue 12 (a job without a classifier has no such keys)
             job.update(classifier=req.classifier_version, country=req.country,
-                       admin1_region=req.admin1_region)
+                       admin1_region=req.admin1_region, ensemble=req.ensemble)
         svc.work.write_json(sv.index_name(caller_key(caller), rid),
                             {"request_id": rid, "created": job["submitted"],
                              "request_name": req.request_name})

@@ -24,6 +24,7 @@ class ShardJob:
     classifier: str | None = None
     country: str | None = None
     admin1_region: str | None = None
+    ensemble: bool = False
 
     @property
     def name(self) -> str:
@@ -74,4 +75,6 @@ def scoring_args(job: ShardJob, *, model: str, input_: str, output: str,
             args += ["--country", job.country]
         if job.admin1_region:
             args += ["--admin1-region", job.admin1_region]
+        if job.ensemble:
+            args += ["--ensemble"]
     return args
