@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .crops import CROP_RULES
 from .manifest import file_sha256, manifest_path
 
 CLASSIFIER_FORMAT = "mdbatch-classifier/1"
@@ -143,6 +142,8 @@ def load_classifier_manifest(model_path: Path, verify_sha256: bool = True) -> Cl
         )
     except (TypeError, ValueError) as e:
         raise ClassifierManifestError(f"classifier manifest {mpath}: {e}") from None
+    from .crops import CROP_RULES  # here: the exporter (torch venv) imports this module without OpenCV
+
     problems = []
     if m.layout not in LAYOUTS:
         problems.append(f"layout must be one of {LAYOUTS}")
