@@ -38,8 +38,8 @@ def main(out: Path) -> None:
         run(RunConfig(model=det, input=str(photos), output=str(out / f"{name}.json"), **kw))
     raw = (out / "ensemble.json").read_bytes()
     buf = [io.StringIO() for _ in range(3)]
-    merge_shards(1, read_manifest=lambda s: json.dumps({"images": [e["file"] for e in json.loads(raw)["images"]]}
-                                                     ).encode(),
+    manifest = json.dumps({"images": [e["file"] for e in json.loads(raw)["images"]]}).encode()
+    merge_shards(1, read_manifest=lambda s: manifest,
                  read_result=lambda s: raw, failed_shards={}, detections_out=buf[0], failed_out=buf[1],
                  images_out=buf[2], now=datetime.now(UTC))
     (out / "merged.json").write_text(buf[0].getvalue())
