@@ -24,7 +24,6 @@ from adapters.compute.base import JobState, ShardJob
 from adapters.errors import AdapterError, NotFoundError, SecretNotFoundError
 from adapters.secrets import unpark
 from adapters.storage import open_store, parse_location
-from batch.classification import classify_args
 from batch.fanout import shard_images
 from batch.merge import merge_shards
 from batch.planning import IMAGE_EXTENSIONS, TooManyImages, parse_image_list, plan_shards, select_images
@@ -140,6 +139,8 @@ def submit(svc: sv.Services, arg: dict[str, Any]) -> dict[str, Any]:
         return {"job_id": json.loads(svc.work.read_bytes(receipt))["job_id"]}
     except NotFoundError:
         pass
+    from batch.classification import classify_args  # issue 12
+
     job = ShardJob(
         request_id=rid, shard=shard, attempt=attempt,
         manifest_url=svc.work.child_url(sv.manifest_name(rid, shard)),

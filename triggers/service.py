@@ -72,6 +72,15 @@ def supported_classifiers(s: Settings) -> list[str]:
     return list(s.classifiers)
 
 
+def classification_fields(req: DetectionRequest) -> dict[str, Any]:
+    """Issue 12: the job's classification keys; none for a request without a classifier, so such
+    a job is exactly what it was before."""
+    if not req.classifier_version:
+        return {}
+    return {"classifier": req.classifier_version, "country": req.country,
+            "admin1_region": req.admin1_region, "ensemble": req.ensemble}
+
+
 def identify(headers: Any, claimed: str | None, s: Settings) -> str:
     """The caller: the App Service authenticated principal, else `claimed` checked on the allowlist."""
     if s.app_service_auth:  # only the platform can set these headers then
@@ -224,15 +233,13 @@ async def start(client: Any, body: bytes, headers: Any, *, request_id: str | Non
         job = {
             "request_id": rid, "caller": caller, "request_name": req.request_name,
             "model": req.model_version or s.default_model,
+            **classification_fields(req),  # issue 12: none without a classifier
             "threshold": req.detection_threshold if req.detection_threshold is not None else 0.005,
             "source": source, "image_list": image_list, "use_url": req.use_url,
             "image_path_prefix": req.image_path_prefix, "first_n": req.first_n, "sample_n": req.sample_n,
             "status_blob": status_blob, "submitted": datetime.now(UTC).isoformat(),
             "options": options(s),
         }
-        if req.classifier_version:  # issue 12 (a job without a classifier has no such keys)
-            job.update(classifier=req.classifier_version, country=req.country,
-                       admin1_region=req.admin1_region, ensemble=req.ensemble)
         svc.work.write_json(sv.index_name(caller_key(caller), rid),
                             {"request_id": rid, "created": job["submitted"],
                              "request_name": req.request_name})
