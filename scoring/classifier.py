@@ -213,11 +213,12 @@ class ClassifyStage:
             d["raw_classifications"] = d["classifications"]
             d["classifications"] = [[cid, math.floor(float(res["score"]) * f) / f]]
 
-    def discard(self) -> None:
-        self._pending.clear()
-
     def checkpoint_key(self) -> dict[str, Any]:
-        return {"classifier_sha256": self.clf.sha256}
+        """A checkpoint is resumed only by the same classifier with the same options."""
+        key: dict[str, Any] = {"classifier_sha256": self.clf.sha256}
+        if self.ensemble is not None or self.country or self.admin1_region:
+            key["classifier_options"] = [self.ensemble is not None, self.country, self.admin1_region]
+        return key
 
     def decorate(self, results: dict[str, Any]) -> dict[str, Any]:
         """The results document with the file-level classification fields, in the spec's order."""

@@ -158,3 +158,30 @@ def test_taxonomy_map_follows_speciesnet(tmp_path: Path) -> None:
     assert tmap[";;;;"] == C.ANIMAL.value  # blank/vehicle/animal share ";;;;": animal wins
     assert C.BLANK.value not in tmap.values() and C.VEHICLE.value not in tmap.values()
     assert label_from(FOX).name == "red fox"
+
+
+def test_checkpoint_of_another_option_is_not_resumed(tmp_path: Path, photos: Path, rect_model: Path,  # noqa: F811
+                                                     speciesnet_like: Path, monkeypatch: pytest.MonkeyPatch
+                                                     ) -> None:
+    """A shard stopped without the ensemble, resubmitted with it, starts over (its checkpoint holds
+    raw classifications that the ensemble never saw)."""
+    import scoring.engine as eng
+
+    out = tmp_path / "res.json"
+    real = eng._Checkpoint.save
+
+    def save_then_stop(self: Any, entries: Any, retry: Any) -> None:
+        real(self, entries, retry)
+        raise eng.Interrupted("test stop")
+
+    monkeypatch.setattr(eng._Checkpoint, "save", save_then_stop)
+    with pytest.raises(eng.Interrupted):
+        run(RunConfig(model=rect_model, input=str(photos), output=str(out), classifier=speciesnet_like,
+                      checkpoint_every=1, workers=1))
+    monkeypatch.setattr(eng._Checkpoint, "save", real)
+    assert json.loads((tmp_path / "res.json.checkpoint.json").read_text())["images"]
+    stats = run(RunConfig(model=rect_model, input=str(photos), output=str(out), classifier=speciesnet_like,
+                          classifier_options={"ensemble": True, "country": "KEN"}))
+    assert stats.resumed == 0 and stats.scored == 3
+    dets = [d for im in load_results(out)["images"] for d in im["detections"]]
+    assert all("raw_classifications" in d for d in dets)
