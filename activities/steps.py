@@ -174,12 +174,15 @@ def submit(svc: sv.Services, arg: dict[str, Any]) -> dict[str, Any]:
         return {"job_id": json.loads(svc.work.read_bytes(receipt))["job_id"]}
     except NotFoundError:
         pass
+    from batch.classification import classify_args  # issue 12
+
     job = ShardJob(
         request_id=rid, shard=shard, attempt=attempt,
         manifest_url=svc.work.child_url(sv.manifest_name(rid, shard)),
         output_url=svc.work.child_url(sv.result_name(rid, shard)),
         model=arg["model"], threshold=float(arg["threshold"]),
         checkpoint_every=int(arg.get("checkpoint_every", 500)),
+        **classify_args(arg),  # issue 12
     )
     job_id = svc.compute.submit(job)
     svc.work.write_json(receipt, {"job_id": job_id, "name": job.name, "shard": shard, "attempt": attempt})

@@ -173,6 +173,8 @@ class Settings:
     requests_container: str = "detection-requests"  # blob-upload door
     requests_connection: str = "AzureWebJobsStorage"  # app setting naming the blob-trigger connection
     models: tuple[str, ...] = ()  # supported model versions; empty = every NAME.onnx in model_dir
+    # issue 12: supported crop classifiers; empty = every NAME.onnx in model_dir/classifiers (local)
+    classifiers: tuple[str, ...] = ()
     # live progress: how often a running request reads its shards' progress files (the interval
     # grows on long jobs to keep the history small); 0 = only when a shard group finishes
     progress_interval_s: float = field(default=30.0, metadata={"min": 0})
@@ -269,7 +271,7 @@ def _parse(f: Field[Any], var: str, raw: str) -> object:
         return _int(var, raw, minimum=_SERVICE_INTS[name])
     if name in _SERVICE_FLOATS:
         return _float(var, raw, minimum=_SERVICE_FLOATS[name])
-    if name in ("callers", "models"):
+    if name in ("callers", "models", "classifiers"):
         return _list(raw)
     if name in ("local_roots", "private_dirs"):
         return _paths(var, raw)

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 FORMAT_VERSION = "1.6"
 DEFAULT_CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
+CLASSIFICATION_KEYS = ("classification_categories", "classification_category_descriptions")
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -98,8 +99,14 @@ def merge_shards(
     if extra_info:
         info.update(extra_info)
     categories = (header or {}).get("detection_categories") or DEFAULT_CATEGORIES
-    head = ("{\n" + '"info":' + _dumps(info) + ',\n"detection_categories":' + _dumps(categories)
-            + ',\n"images":[')
+    # issue 12: a classifier's file-level fields, carried as the shards wrote them (absent without one)
+    if "classifier" in info:
+        info["classification_completion_time"] = info["detection_completion_time"]
+    head = "{\n" + '"info":' + _dumps(info) + ',\n"detection_categories":' + _dumps(categories)
+    for key in CLASSIFICATION_KEYS:
+        if header is not None and isinstance(header.get(key), dict):
+            head += f',\n"{key}":' + _dumps(header[key])
+    head += ',\n"images":['
     det = _ArrayWriter(detections_out, head=head, tail="]\n}\n")
     fail = _ArrayWriter(failed_out)
     allw = _ArrayWriter(images_out)

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .classification import ADMIN1_RE, COUNTRY_RE
+
 REQUEST_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,92}$")
 CALLER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 MODEL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -41,6 +43,12 @@ class DetectionRequest(BaseModel):
     caller: str | None = None
     use_url: bool = False
     detection_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    # --- issue 12: optional species classification (batch/classification.py) ---
+    classifier_version: str | None = None
+    country: str | None = None  # ISO 3166-1 alpha-3, for the geofence
+    admin1_region: str | None = None  # e.g. a US state code, with country
+    ensemble: bool = False  # SpeciesNet's ensemble (geofence, roll-up) on the classifications
+    # --- end issue 12 ---
 
     @field_validator("detection_threshold", mode="before")
     @classmethod
@@ -70,6 +78,27 @@ class DetectionRequest(BaseModel):
         if v is not None and not MODEL_RE.match(v):
             raise ValueError("must be 1-64 characters of A-Z a-z 0-9 _ . -")
         return v
+
+    @field_validator("classifier_version")  # issue 12
+    @classmethod
+    def _classifier(cls, v: str | None) -> str | None:
+        if v is not None and not MODEL_RE.match(v):
+            raise ValueError("must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        return v
+
+    @field_validator("country")  # issue 12
+    @classmethod
+    def _country(cls, v: str | None) -> str | None:
+        if v is not None and not COUNTRY_RE.match(v.upper()):
+            raise ValueError("must be an ISO 3166-1 alpha-3 country code, e.g. USA")
+        return None if v is None else v.upper()
+
+    @field_validator("admin1_region")  # issue 12
+    @classmethod
+    def _admin1(cls, v: str | None) -> str | None:
+        if v is not None and not ADMIN1_RE.match(v.upper()):
+            raise ValueError("must be 2 letters or digits, e.g. CA")
+        return None if v is None else v.upper()
 
     @field_validator("image_path_prefix")
     @classmethod
@@ -115,6 +144,10 @@ def parse_request(body: bytes | str | dict[str, Any], *, max_bytes: int = 1 << 2
         problems.append("use_url needs images_requested_json_sas (a list of image URLs)")
     if use_url and data.get("input_container_sas"):
         problems.append("use_url and input_container_sas do not go together")
+    if data.get("admin1_region") and not data.get("country"):  # issue 12
+        problems.append("admin1_region needs country")
+    if data.get("ensemble") is True and not data.get("classifier_version"):
+        problems.append("ensemble needs classifier_version")
     if problems or req is None:
         raise RequestError(problems or ["invalid request"])
     return req

@@ -117,6 +117,10 @@ def summary_table(results: dict[str, Any], threshold: float, title: str) -> Grou
         t.add_row(f"with {name}", f"{counts.get(name, 0):,}", f"{100 * counts.get(name, 0) / n:.0f}%")
     t.add_row("empty", f"{counts['empty']:,}", f"{100 * counts['empty'] / n:.0f}%")
     t.add_row("failed", f"{counts['failed']:,}", f"{100 * counts['failed'] / n:.0f}%")
+    from mdbatch.preview import summarize_species  # issue 12: species rows when classified
+
+    for name, k in summarize_species(results, threshold).items():
+        t.add_row(f"  species {name}", f"{k:,}", f"{100 * k / n:.0f}%")
     return Group(Text(title, style="bold"), t)
 
 
@@ -167,9 +171,18 @@ def detect(
     port: Annotated[int, typer.Option("--port", help="port of the embedded service (0 = any free)")] = 0,
     preview: Annotated[bool, typer.Option("--preview/--no-preview", help="write the preview page")] = True,
     restart: Annotated[bool, typer.Option("--restart", help="start over instead of resuming")] = False,
+    classifier: Annotated[str | None, typer.Option("--classifier", help="also name the species in animal "
+                                                   "boxes: demo, an installed classifier or a .onnx "
+                                                   "with its manifest")] = None,
+    country: Annotated[str | None, typer.Option("--country", help="ISO 3166-1 alpha-3 code of where the "
+                                                "photos were taken (with --classifier)")] = None,
+    admin1_region: Annotated[str | None, typer.Option("--admin1-region", help="region within --country, "
+                                                      "e.g. CA")] = None,
+    ensemble: Annotated[bool, typer.Option("--ensemble", help="SpeciesNet's ensemble on the species "
+                                           "(geofence by --country, roll-up)")] = False,
 ) -> None:
     """Detect animals, people and vehicles in a folder on this machine (embedded service)."""
-    from mdbatch import local, models
+    from mdbatch import classifiers, local, models
 
     folder = _check_folder(folder)
     if threshold is not None and not 0 < threshold <= 1:
@@ -178,10 +191,15 @@ def detect(
         raise CliError("--workers must be at least 1")
     output = (output or Path("mdbatch-results") / f"{folder.name}.json").resolve()
     resolved = models.resolve(model, log=lambda s: out.print(s))
+    cls = classifiers.resolve(classifier) if classifier else None  # issue 12
+    if (country or admin1_region or ensemble) and cls is None:
+        raise CliError("--country, --admin1-region and --ensemble go with --classifier")
     home = paths.home()
-    key = local.job_key(folder, resolved.name, threshold)
+    key = local.job_key(folder, resolved.name if cls is None else
+                        f"{resolved.name}+{cls.name}+{country}+{admin1_region}+{ensemble}", threshold)
     started = time.monotonic()
-    out.print(f"detecting in [bold]{folder}[/] with model [bold]{resolved.name}[/]")
+    out.print(f"detecting in [bold]{folder}[/] with model [bold]{resolved.name}[/]"
+              + (f" and classifier [bold]{cls.name}[/]" if cls else ""))
     n_images = paths.count_images(folder)
     with local.run_host(port, workers, paths.models_dir(), resolved.name,
                         log_file=home / "logs" / "service.log",
@@ -200,6 +218,10 @@ def detect(
                                     "request_name": _request_name(folder)}
             if threshold is not None:
                 body["detection_threshold"] = threshold
+            if cls is not None:  # issue 12
+                body["classifier_version"] = cls.name
+                body.update({k: v for k, v in (("country", country), ("admin1_region", admin1_region),
+                                               ("ensemble", ensemble)) if v})
             answer = client.submit(body)
             request_id = str(answer.get("id") or answer.get("request_id"))
             local.journal_put(key, request_id, {"folder": str(folder), "model": resolved.name,
@@ -345,6 +367,11 @@ def submit(
     name: Annotated[str | None, typer.Option("--name", help="request_name")] = None,
     caller: CallerOpt = None,
     use_url: Annotated[bool, typer.Option("--use-url", help="the list holds full image URLs")] = False,
+    classifier: Annotated[str | None, typer.Option("--classifier", help="classifier_version: also "
+                                                   "classify animal boxes")] = None,
+    country: Annotated[str | None, typer.Option("--country", help="country (ISO 3166-1 alpha-3)")] = None,
+    admin1_region: Annotated[str | None, typer.Option("--admin1-region", help="admin1_region")] = None,
+    ensemble: Annotated[bool, typer.Option("--ensemble", help="SpeciesNet's ensemble")] = False,
     wait_: Annotated[bool, typer.Option("--wait", help="follow the job to its end")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -368,11 +395,15 @@ def submit(
         for k, v in (("model_version", model), ("images_requested_json_sas", images_list),
                      ("image_path_prefix", prefix), ("first_n", first_n), ("sample_n", sample_n),
                      ("detection_threshold", threshold), ("request_name", name),
+                     ("classifier_version", classifier), ("country", country),
+                     ("admin1_region", admin1_region),
                      ("caller", caller or os.environ.get(CALLER_ENV) or None)):
             if v is not None:
                 body[k] = v
         if use_url:
             body["use_url"] = True
+        if ensemble:
+            body["ensemble"] = True
     client = _client(api, key, caller)
     answer = client.submit(body)
     rid = str(answer.get("id") or answer.get("request_id"))
@@ -504,6 +535,8 @@ def models_cmd(api: ApiOpt = None, key: KeyOpt = None, as_json: JsonOpt = False,
     for m in supported:
         name = m if isinstance(m, str) else m.get("name")
         out.print(f"{name}{'  (default)' if name == default else ''}")
+    for c in answer.get("classifiers") or []:  # issue 12
+        out.print(f"{c}  (classifier)")
 
 
 # --- view -------------------------------------------------------------------------------------------

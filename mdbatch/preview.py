@@ -129,6 +129,22 @@ def summarize(results: dict[str, Any], threshold: float) -> dict[str, int]:
     return counts
 
 
+def summarize_species(results: dict[str, Any], threshold: float) -> dict[str, int]:
+    """Issue 12: images per species (a box >= threshold whose top classification it is), most
+    frequent first; empty when the file has no classifications."""
+    names = {str(k): str(v) for k, v in (results.get("classification_categories") or {}).items()}
+    counts: dict[str, int] = {}
+    for im in results.get("images", []):
+        if im.get("failure") is not None:
+            continue
+        seen = {str(d["classifications"][0][0]) for d in im.get("detections") or ()
+                if float(d.get("conf", 0)) >= threshold and d.get("classifications")}
+        for c in seen:
+            name = names.get(c, c)
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def _relpath(target: Path, start: Path) -> str:
     try:
         return Path(os.path.relpath(target, start)).as_posix()
@@ -216,6 +232,8 @@ def write_preview(
         (thumbs_dir / "cache.json").write_text(json.dumps(new_cache))
 
     cats = {str(k): str(v) for k, v in (results.get("detection_categories") or {}).items()}
+    species_names = {str(k): str(v) for k, v in (results.get("classification_categories") or {}).items()}
+    species_used: dict[str, str] = {}  # issue 12: only the species the page shows (SpeciesNet has ~2,500)
     rows: list[list[Any]] = []
     for i, im in enumerate(images):
         size = sizes[i]
@@ -231,7 +249,13 @@ def write_preview(
                 if conf < floor:
                     continue
                 b = d.get("bbox") or [0, 0, 0, 0]
-                entry.append([str(d.get("category")), round(conf, 3), *(round(float(x), 4) for x in b[:4])])
+                row = [str(d.get("category")), round(conf, 3), *(round(float(x), 4) for x in b[:4])]
+                top = (d.get("classifications") or [None])[0]
+                if isinstance(top, list | tuple) and len(top) >= 2:  # issue 12: top classification
+                    sp = str(top[0])
+                    species_used[sp] = species_names.get(sp, sp)
+                    row += [sp, round(float(top[1]), 3)]
+                entry.append(row)
             entry.sort(key=lambda e: -e[1])
         rows.append([str(im.get("file", "")), w, h, entry])
 
@@ -242,6 +266,8 @@ def write_preview(
         "threshold": max(floor, typical_threshold(results)),
         "floor": floor,
         "detector": info.get("detector"),
+        "classifier": info.get("classifier"),
+        "species": dict(sorted(species_used.items(), key=lambda kv: kv[1])),
         "completed": info.get("detection_completion_time"),
         "formatVersion": info.get("format_version"),
         "thumbs": mode,
@@ -316,6 +342,8 @@ _TEMPLATE = """<!doctype html>
     <label class="slider">Confidence &ge; <output id="thrval"></output>
       <input id="threshold" type="range" min="0" max="1" step="0.005"></label>
     <div id="filters" class="filters" role="group" aria-label="Show images with"></div>
+    <label id="species-filter" hidden>Species <select id="species"><option value="">all species</option>
+      </select></label>
     <label>Sort <select id="sort"><option value="file">file name</option>
       <option value="conf">highest confidence first</option></select></label>
   </div>
@@ -397,7 +425,9 @@ const colour = {}; catIds.forEach((c, i) => {
 const groups = catIds.map(c => ({key: c, label: D.categories[c], colour: colour[c]}))
   .concat([{key: "empty", label: "empty", colour: "#868e96"},
           {key: "failed", label: "failed", colour: "#e03131"}]);
-const state = {thr: D.threshold, on: new Set(groups.map(g => g.key)), sort: "file", page: 0, fpage: 0};
+const SP = D.species || {}, spIds = Object.keys(SP);
+const state = {thr: D.threshold, on: new Set(groups.map(g => g.key)), sort: "file", page: 0, fpage: 0,
+  species: ""};
 const $ = id => document.getElementById(id);
 const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls;
   if (text !== undefined) e.textContent = text; return e; };
@@ -419,25 +449,29 @@ function origSrc(i) {
 let view = [], failedList = [];
 function classify() {
   // One pass over all images: cheap even at 100,000 (boxes are pre-filtered at the floor).
-  const thr = state.thr, counts = {empty: 0, failed: 0}, boxes = {};
+  const thr = state.thr, counts = {empty: 0, failed: 0}, boxes = {}, species = {};
   catIds.forEach(c => { counts[c] = 0; boxes[c] = 0; });
+  spIds.forEach(s => { species[s] = 0; });
+  const sp = state.species;
   view = []; failedList = [];
   for (let i = 0; i < D.images.length; i++) {
     const dets = D.images[i][3];
     if (typeof dets === "string") { counts.failed++; failedList.push(i);
-      if (state.on.has("failed")) view.push([i, -1]); continue; }
-    let match = false, any = false, best = 0; const seen = {};
+      if (state.on.has("failed") && !sp) view.push([i, -1]); continue; }
+    let match = false, any = false, best = 0; const seen = {}, seenSp = {};
     for (const d of dets) {
       if (d[1] < thr) break;  // sorted by confidence, highest first
       any = true; boxes[d[0]] = (boxes[d[0]] || 0) + 1;
       if (!seen[d[0]]) { seen[d[0]] = 1; counts[d[0]] = (counts[d[0]] || 0) + 1; }
       if (state.on.has(d[0])) { match = true; if (d[1] > best) best = d[1]; }
+      if (d.length > 6 && !seenSp[d[6]]) { seenSp[d[6]] = 1; species[d[6]]++; }
     }
     if (!any) { counts.empty++; if (state.on.has("empty")) match = true; }
+    if (sp && !seenSp[sp]) match = false;  // species filter: an image with a box of that species
     if (match) view.push([i, best]);
   }
   if (state.sort === "conf") view.sort((a, b) => b[1] - a[1] || a[0] - b[0]);
-  return {counts, boxes};
+  return {counts, boxes, species};
 }
 
 function renderCounts(c) {
@@ -449,6 +483,7 @@ function renderCounts(c) {
   catIds.forEach(k => add(D.categories[k], c.counts[k], "(" + fmt(c.boxes[k]) + " boxes)", D.categories[k]));
   add("empty", c.counts.empty, null, "empty");
   add("failed", c.counts.failed, null, "failed");
+  spIds.forEach(s => add(SP[s], c.species[s], null, "species:" + SP[s]));
   add("shown", view.length, null, "shown");
 }
 
@@ -465,7 +500,10 @@ function drawBoxes(stage, i) {
     b.style.width = (d[4] * 100) + "%"; b.style.height = (d[5] * 100) + "%";
     if (d[3] < 0.06) b.classList.add("low");
     if (d[2] + d[4] > 0.75) b.classList.add("right");
-    const lab = el("span", null, (D.categories[d[0]] || d[0]) + " " + d[1].toFixed(2));
+    let text = (D.categories[d[0]] || d[0]) + " " + d[1].toFixed(2);
+    if (d.length > 6) { b.dataset.species = SP[d[6]] || d[6];
+      text += " \u00b7 " + (SP[d[6]] || d[6]) + " " + d[7].toFixed(2); }
+    const lab = el("span", null, text);
     lab.style.background = c; b.append(lab); stage.append(b);
   }
 }
@@ -545,6 +583,7 @@ function init() {
   $("title").textContent = D.title;
   const bits = [];
   if (D.detector) bits.push("detector " + D.detector);
+  if (D.classifier) bits.push("classifier " + D.classifier);
   if (D.completed) bits.push("completed " + D.completed);
   if (D.formatVersion) bits.push("format " + D.formatVersion);
   bits.push("boxes below " + D.floor + " not included");
@@ -562,6 +601,12 @@ function init() {
     lab.append(cb, sw, g.label); f.append(lab);
   }
   $("sort").onchange = e => { state.sort = e.target.value; update(true); };
+  if (spIds.length) {
+    const sel = $("species");
+    for (const s of spIds) { const o = el("option", null, SP[s]); o.value = s; sel.append(o); }
+    sel.onchange = e => { state.species = e.target.value; update(true); };
+    $("species-filter").hidden = false;
+  }
   update(true);
   document.body.dataset.ready = "1";
 }

@@ -21,6 +21,7 @@ from typing import Any
 import azure.durable_functions as df
 from azure.durable_functions.models.Task import TaskBase, TaskState
 
+from batch.classification import classify_args
 from batch.fanout import plan_fanout, shard_images
 from batch.status import Stage, custom_status, next_poll_delay, progress_delay
 
@@ -98,6 +99,7 @@ def detection_batch(context: df.DurableOrchestrationContext):
             context.set_custom_status(custom_status(stage, **counts))
             fan = plan_fanout(shards, int(opts["window"]), int(opts.get("group_size", 50)))
             shard_args = {k: job[k] for k in ("request_id", "model", "threshold")}
+            shard_args.update(classify_args(job))  # issue 12
             shard_args["options"] = opts
 
             def start_group(g: int, lo: int, hi: int) -> Any:
@@ -228,6 +230,7 @@ def detection_shard_group(context: df.DurableOrchestrationContext):
     arg: dict[str, Any] = context.get_input()
     rid = arg["request_id"]
     shard_arg = {k: arg[k] for k in ("request_id", "model", "threshold", "options")}
+    shard_arg.update(classify_args(arg))  # issue 12
     shards = list(range(int(arg["first"]), int(arg["stop"])))
 
     def start(s: int) -> Any:
@@ -288,6 +291,7 @@ def detection_shard(context: df.DurableOrchestrationContext):
             sub = yield context.call_activity("submit_shard", {
                 **base, "attempt": attempt, "model": arg["model"], "threshold": arg["threshold"],
                 "checkpoint_every": int(opts.get("checkpoint_every", 500)),
+                **classify_args(arg),  # issue 12
             })
         except Exception as exc:
             reason = f"submit failed: {_reason(exc)}"

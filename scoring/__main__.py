@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .classifier import ClassifierError
 from .engine import Interrupted, ModelError, RunConfig, run
 from .inputs import InputError
 from .storage import StorageError
@@ -29,6 +30,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="write OUTPUT.progress.json at most every S seconds (0: no progress file)")
     p.add_argument("--workers", type=int, default=None, help="fetch/decode threads")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--classifier", default=None,
+                   help="optional crop classifier (ONNX + its mdbatch-classifier manifest) run on "
+                        "animal detections after detection")
+    p.add_argument("--country", default=None, help="ISO 3166-1 alpha-3 code of where the images were "
+                   "taken (with --classifier: recorded; the geofence uses it)")
+    p.add_argument("--admin1-region", default=None, help="first-level region within --country (e.g. CA)")
+    p.add_argument("--ensemble", action="store_true",
+                   help="SpeciesNet's ensemble on the classifications (geofence by --country, roll-up); "
+                        "needs a classifier with ensemble files and the speciesnet package")
     p.add_argument("--cpu", action="store_true", help="use the CPU provider even when CUDA is present")
     p.add_argument("-q", "--quiet", action="store_true")
     return p.parse_args(argv)
@@ -45,13 +55,16 @@ def main(argv: list[str] | None = None) -> int:
                     threshold=args.threshold, batch_size=args.batch_size,
                     checkpoint_every=args.checkpoint_every,
                     progress_every=args.progress_every, workers=args.workers, threads=args.threads,
-                    providers=["CPUExecutionProvider"] if args.cpu else None)
+                    providers=["CPUExecutionProvider"] if args.cpu else None,
+                    classifier=Path(args.classifier) if args.classifier else None,
+                    classifier_options={"country": args.country, "admin1_region": args.admin1_region,
+                                        "ensemble": args.ensemble})
     try:
         stats = run(cfg)
     except Interrupted as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ModelError, InputError, StorageError) as e:
+    except (ModelError, ClassifierError, InputError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
     if not args.quiet:

@@ -153,6 +153,8 @@ class RunConfig:
     threads: int | None = None
     providers: list[str] | None = None
     progress_every: float = 2.0  # seconds between progress-file writes; 0: no progress file
+    classifier: Path | None = None  # issue 12: optional crop classifier (scoring/classifier.py)
+    classifier_options: dict[str, Any] | None = None  # issue 12: open_stage keywords (country, ...)
 
 
 @dataclass
@@ -238,7 +240,8 @@ class _Checkpoint:
         self.loc.delete()
 
 
-def _prepare(det: Detector, source: ImageSource, item: ImageItem
+def _prepare(det: Detector, source: ImageSource, item: ImageItem,
+             keep: dict[str, np.ndarray] | None = None
              ) -> tuple[ImageItem, Letterboxed | None, str | None, bool]:
     """Fetch + decode + letterbox one image (runs in the pool; never raises).
 
@@ -253,7 +256,11 @@ def _prepare(det: Detector, source: ImageSource, item: ImageItem
     except Exception as e:
         return item, None, f"image access failure: {type(e).__name__}", True
     try:
-        return item, det.preprocess(decode_image(data)), None, False
+        img = decode_image(data)
+        lb = det.preprocess(img)
+        if keep is not None:  # issue 12: the classification stage crops from the decoded image
+            keep[item.file] = img
+        return item, lb, None, False
     except ImageError as e:
         return item, None, str(e), False
     except Exception as e:  # never fail the shard for one image
@@ -273,8 +280,16 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
     window = workers + 2 * batch_size
     delay = float(os.environ.get("MDBATCH_SCORING_DELAY_MS", "0")) / 1000.0  # tests only
 
+    # --- issue 12: optional classification stage (None: the run is exactly as without it) ---
+    from .classifier import open_stage
+    stage = open_stage(cfg.classifier, det.providers, cfg.threads, **(cfg.classifier_options or {}),
+                       detection_categories=det.manifest.categories)
+    decoded: dict[str, np.ndarray] | None = {} if stage is not None else None
+    # --- end issue 12 ---
+
     items = source.items
-    ckpt = _Checkpoint(out, {"model_sha256": det.sha256, "threshold": cfg.threshold})
+    ckpt = _Checkpoint(out, {"model_sha256": det.sha256, "threshold": cfg.threshold,
+                             **(stage.checkpoint_key() if stage is not None else {})})
     done = ckpt.load({it.file for it in items})
     stats = RunStats(total=len(items), resumed=len(done))
     todo = [it for it in items if it.file not in done]
@@ -303,6 +318,8 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
         stats.batches += 1
         for (item, lb), pred in zip(group, preds, strict=True):
             done[item.file] = _entry(item, det.detections(pred, shape, lb.orig_hw, cfg.threshold), None)
+            if stage is not None and decoded is not None:  # issue 12
+                stage.add(decoded.pop(item.file), done[item.file]["detections"])
             stats.scored += 1
         since_ckpt += len(group)
         if delay:
@@ -311,6 +328,8 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
     def maybe_checkpoint() -> None:
         nonlocal since_ckpt
         if cfg.checkpoint_every > 0 and since_ckpt >= cfg.checkpoint_every:
+            if stage is not None:  # issue 12: no unclassified crop in a checkpoint
+                stage.flush()
             ckpt.save(done, retry)
             since_ckpt = 0
 
@@ -319,13 +338,13 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
             queue: collections.deque[Future[Any]] = collections.deque()
             it = iter(todo)
             for nxt in it:
-                queue.append(pool.submit(_prepare, det, source, nxt))
+                queue.append(pool.submit(_prepare, det, source, nxt, decoded))
                 if len(queue) >= window:
                     break
             while queue and not stop.is_set():
                 item, lb, failure, retryable = queue.popleft().result()
                 for nxt in it:  # keep the window full
-                    queue.append(pool.submit(_prepare, det, source, nxt))
+                    queue.append(pool.submit(_prepare, det, source, nxt, decoded))
                     break
                 if failure is not None or lb is None:
                     done[item.file] = _entry(item, None, failure or "image access failure")
@@ -348,6 +367,8 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
             else:
                 for shape in list(pending):
                     flush(shape)
+        if stage is not None:  # issue 12
+            stage.flush()
         if stop.is_set():
             ckpt.save(done, retry)
             progress.update(len(done), resumed_failed + stats.failed, force=True)
@@ -358,6 +379,8 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
             "detection_categories": dict(det.manifest.categories),
             "images": [done[it.file] for it in sorted(items, key=lambda i: i.file)],
         }
+        if stage is not None:  # issue 12: file-level classification fields
+            results = stage.decorate(results)
         out.write_bytes(json.dumps(results, indent=1).encode())
         ckpt.remove()
         progress.finish(resumed_failed + stats.failed)  # after the result: done == total means written
@@ -366,4 +389,6 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
             signal.signal(sig, h)
     stats.seconds = time.monotonic() - t0
     stats.extra = {"batch_size": batch_size, "workers": workers, "providers": det.providers}
+    if stage is not None:  # issue 12
+        stats.extra.update(classified_crops=stage.crops, classifier_batches=stage.batches)
     return stats

@@ -118,6 +118,7 @@ async def detections_cancel(
 @bp.route(route="models", methods=["GET"])
 async def models(req: func.HttpRequest) -> func.HttpResponse:
     s = sv.settings()
-    return _json({"models": service.supported_models(s), "default": s.default_model})
+    return _json({"models": service.supported_models(s), "default": s.default_model,
+                  "classifiers": service.supported_classifiers(s)})  # issue 12
 
 # The v4-compatible routes live in triggers/v4.py (issue 11): anonymous at the host, own checks.

@@ -64,6 +64,25 @@ def supported_models(s: Settings) -> list[str]:
     return names
 
 
+def supported_classifiers(s: Settings) -> list[str]:
+    """The classifier versions a request may name (issue 12): installed ones
+    (MODEL_DIR/classifiers/NAME.onnx) on local compute, the configured names on Azure ML."""
+    if s.compute_backend == "local":
+        folder = s.models_path / "classifiers"
+        installed = sorted(p.name[:-5] for p in folder.glob("*.onnx")) if folder.is_dir() else []
+        return [n for n in s.classifiers if n in installed] if s.classifiers else installed
+    return list(s.classifiers)
+
+
+def classification_fields(req: DetectionRequest) -> dict[str, Any]:
+    """Issue 12: the job's classification keys; none for a request without a classifier, so such
+    a job is exactly what it was before."""
+    if not req.classifier_version:
+        return {}
+    return {"classifier": req.classifier_version, "country": req.country,
+            "admin1_region": req.admin1_region, "ensemble": req.ensemble}
+
+
 def identify(headers: Any, claimed: str | None, s: Settings) -> str:
     """The caller: the App Service authenticated principal, else `claimed` checked on the allowlist."""
     if s.app_service_auth:  # only the platform can set these headers then
@@ -145,6 +164,12 @@ def validate(body: bytes, s: Settings, *, remote: bool = True) -> DetectionReque
     elif model is None and s.default_model not in models:
         problems.append(f"no model_version given and the default model {s.default_model!r} "
                         f"is not installed ({available})")
+    classifier = fields.get("classifier_version")  # issue 12
+    if isinstance(classifier, str) and MODEL_RE.match(classifier):
+        classifiers = supported_classifiers(s)
+        if classifier not in classifiers:
+            problems.append(f"classifier_version {classifier!r} is not supported "
+                            f"({', '.join(classifiers) or 'none installed'})")
     first_n, sample_n = fields.get("first_n"), fields.get("sample_n")
     first_n = first_n if _is_int(first_n) and first_n > 0 else None
     sample_n = sample_n if _is_int(sample_n) and sample_n > 0 else None
@@ -217,6 +242,7 @@ async def start(client: Any, body: bytes, headers: Any, *, request_id: str | Non
         job = {
             "request_id": rid, "caller": caller, "request_name": req.request_name,
             "model": req.model_version or s.default_model,
+            **classification_fields(req),  # issue 12: none without a classifier
             "threshold": req.detection_threshold if req.detection_threshold is not None else 0.005,
             "source": source, "image_list": image_list, "use_url": req.use_url,
             "image_path_prefix": req.image_path_prefix, "first_n": req.first_n, "sample_n": req.sample_n,

@@ -162,6 +162,9 @@ class AzureMLComputeBackend:
         inputs: dict[str, Any] = {
             "model": Input(type="custom_model", path=self.model_ref(job.model), mode="ro_mount"),
         }
+        if job.classifier:  # issue 12: a registered model asset named by the classifier version
+            inputs["classifier"] = Input(type="custom_model", path=self.model_ref(job.classifier),
+                                         mode="ro_mount")
         outputs: dict[str, Any] = {}
         manifest_uri = self.datastore_uri(job.manifest_url)
         if manifest_uri is not None or job.manifest_url.startswith("https://"):
@@ -180,7 +183,9 @@ class AzureMLComputeBackend:
         else:
             raise ValueError(f"Azure ML cannot write {job.output_url!r}: use a blob or datastore URL")
         args = scoring_args(job, model="${{inputs.model}}/" + f"{job.model}.onnx", input_=input_arg,
-                            output=output_arg)
+                            output=output_arg,
+                            classifier=("${{inputs.classifier}}/" + f"{job.classifier}.onnx"
+                                        if job.classifier else None))
         env: dict[str, str] = {}
         if s.aml_require_gpu:
             env["MDBATCH_REQUIRE_CUDA"] = "1"  # scoring/engine.py: no silent CPU fallback on a GPU node

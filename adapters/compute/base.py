@@ -20,6 +20,11 @@ class ShardJob:
     threshold: float
     checkpoint_every: int = 500
     batch_size: int | None = None
+    # issue 12: optional crop classifier (version name, resolved by the backend) and geofence
+    classifier: str | None = None
+    country: str | None = None
+    admin1_region: str | None = None
+    ensemble: bool = False
 
     @property
     def name(self) -> str:
@@ -56,10 +61,20 @@ class ComputeBackend(Protocol):
     def cancel(self, job_id: str) -> None: ...  # idempotent
 
 
-def scoring_args(job: ShardJob, *, model: str, input_: str, output: str) -> list[str]:
-    """The scorer's arguments after `python -m scoring` (same on every backend)."""
+def scoring_args(job: ShardJob, *, model: str, input_: str, output: str,
+                 classifier: str | None = None) -> list[str]:
+    """The scorer's arguments after `python -m scoring` (same on every backend); `classifier` is
+    the backend's path of `job.classifier`."""
     args = ["--model", model, "--input", input_, "--output", output,
             "--threshold", repr(float(job.threshold)), "--checkpoint-every", str(int(job.checkpoint_every))]
     if job.batch_size is not None:
         args += ["--batch-size", str(int(job.batch_size))]
+    if classifier:  # issue 12; country/region are validated codes ([A-Z0-9]), safe on a command line
+        args += ["--classifier", classifier]
+        if job.country:
+            args += ["--country", job.country]
+        if job.admin1_region:
+            args += ["--admin1-region", job.admin1_region]
+        if job.ensemble:
+            args += ["--ensemble"]
     return args

@@ -378,9 +378,12 @@ class LocalComputeBackend:
         return str(self.model_dir / f"{model}.onnx")
 
     def command(self, job: ShardJob) -> list[str]:
+        # issue 12: a classifier version name -> MODEL_DIR/classifiers/NAME.onnx
+        classifier = (str(self.model_dir / "classifiers" / f"{job.classifier}.onnx")
+                      if job.classifier else None)
         return [self.python, "-m", "scoring", *scoring_args(
             job, model=self.model_path(job.model), input_=url_to_arg(job.manifest_url),
-            output=url_to_arg(job.output_url))]
+            output=url_to_arg(job.output_url), classifier=classifier)]
 
     def _child_env(self) -> dict[str, str]:
         env = dict(os.environ)
