@@ -140,7 +140,7 @@ def test_without_classifier_the_shard_is_unchanged(tmp_path: Path, planted: Path
     raw = (tmp_path / "plain.json").read_text()
     assert list(plain) == ["info", "detection_categories", "images"]
     assert set(plain["info"]) == {"format_version", "detector", "detection_completion_time",
-                                  "detector_metadata"}
+                                  "detector_metadata", "execution_provider"}
     assert "classif" not in raw
     with_cls = _run(tmp_path, rect_model, planted, colour_all, "cls.json")
     for k in ("classification_categories", "classification_category_descriptions"):

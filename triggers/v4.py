@@ -123,6 +123,9 @@ def v4_request(data: Any) -> tuple[dict[str, Any], dict[str, str]]:
             problems.append(f"{name}: must be a string of at most 200 characters")
         else:
             metadata[name] = value
+    if fields.get("classifier_version") and metadata.get("country"):
+        # v4 clients already send `country`: with a classifier it also geofences (issue 12)
+        fields["country"] = metadata["country"]
     use_url = fields.get("use_url")
     if isinstance(use_url, str):
         low = use_url.strip().lower()
