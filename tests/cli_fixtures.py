@@ -122,30 +122,37 @@ class Served:
     banner: str
 
 
+def read_banner(proc: subprocess.Popen[str], timeout: float = 90) -> tuple[str, str, str]:
+    """(url, key, banner) from a starting `mdbatch serve`'s output, read up to its "Ctrl-C to stop"
+    line; AssertionError with what it printed when it exits or never says both."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    url = key = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not any(line.startswith("Ctrl-C") for line in lines):
+        line = proc.stdout.readline()  # ends when serve prints its banner, or exits
+        if not line:
+            break
+        lines.append(line)
+        if m := re.search(r"listening on (http://\S+)", line):
+            url = m.group(1)
+        if m := re.match(r"key: (\S+)", line):
+            key = m.group(1)
+    assert url and key, "serve did not print its URL and key:\n" + "".join(lines)
+    return url, key, "".join(lines)
+
+
 @contextlib.contextmanager
-def serving(home: Path, *args: str) -> Iterator[Served]:
+def serving(home: Path, *args: str, env_extra: dict[str, str] | None = None) -> Iterator[Served]:
     """`mdbatch serve --port 0 ARGS` in a subprocess, read up to its "Ctrl-C to stop" line;
     stopped with Ctrl-C (SIGINT to its process group) afterwards."""
     root = str(Path(tempfile.gettempdir()).resolve())  # the tests' folders live there (issue 14: roots)
     proc = subprocess.Popen(cli_cmd("serve", "--port", "0", "--root", root, *args), cwd=REPO_ROOT,
-                            env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    lines: list[str] = []
+                            env=cli_env(home, **(env_extra or {})), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        assert proc.stdout is not None
-        url = key = None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not any(line.startswith("Ctrl-C") for line in lines):
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if m := re.search(r"listening on (http://\S+)", line):
-                url = m.group(1)
-            if m := re.match(r"key: (\S+)", line):
-                key = m.group(1)
-        assert url and key, "serve did not print its URL and key:\n" + "".join(lines)
-        yield Served(url, key, home, "".join(lines))
+        url, key, banner = read_banner(proc)
+        yield Served(url, key, home, banner)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:

@@ -9,13 +9,12 @@ serves anyway, then that the job of the killed service completes with every imag
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 from pathlib import Path
 
 import requests
-from cli_fixtures import Planted, check_results, cli_cmd, cli_env, free_port, plant_photos
+from cli_fixtures import Planted, check_results, cli_cmd, cli_env, free_port, plant_photos, read_banner
 
 from mdbatch.local import REPO_ROOT
 
@@ -30,22 +29,12 @@ def _start_serve(home: Path, port: int, extra: dict[str, str]) -> tuple[subproce
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT,
                             env=cli_env(home, **extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
-    assert proc.stdout is not None
-    lines: list[str] = []
-    url = key = None
-    while not any(line.startswith("Ctrl-C") for line in lines):
-        line = proc.stdout.readline()  # ends when serve prints its banner, or exits
-        if not line:
-            break
-        lines.append(line)
-        if m := re.search(r"listening on (http://\S+)", line):
-            url = m.group(1)
-        if m := re.match(r"key: (\S+)", line):
-            key = m.group(1)
-    if not (url and key):
+    try:
+        url, key, _ = read_banner(proc)
+    except AssertionError:
         proc.kill()
         proc.wait()
-        raise AssertionError("serve did not come up:\n" + "".join(lines))
+        raise
     return proc, url, key
 
 

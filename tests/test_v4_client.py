@@ -10,18 +10,14 @@ did in Azure Blob Storage; the service runs with a caller allowlist, the way v4 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import posixpath
 import re
-import signal
 import string
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,49 +25,11 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import requests
-from cli_fixtures import Planted, cli_cmd, cli_env, plant_photos
+from cli_fixtures import Planted, Served, plant_photos, serving
 
 CALLER = "uawesome-smith"
 V4_STATUSES = ("running", "failed", "problem", "completed")  # the client's TaskStatus enum
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff", ".bmp")
-
-
-@dataclass(frozen=True)
-class Serve:
-    url: str
-    key: str
-    home: Path
-
-
-@contextlib.contextmanager
-def serve_with(home: Path, env_extra: dict[str, str], *args: str) -> Iterator[Serve]:
-    """`mdbatch serve --port 0` with extra settings in its environment; Ctrl-C afterwards."""
-    proc = subprocess.Popen(cli_cmd("serve", "--port", "0", *args), env=cli_env(home, **env_extra),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    lines: list[str] = []
-    try:
-        assert proc.stdout is not None
-        url = key = None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not any(line.startswith("Ctrl-C") for line in lines):
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if m := re.search(r"listening on (http://\S+)", line):
-                url = m.group(1)
-            if m := re.match(r"key: (\S+)", line):
-                key = m.group(1)
-        assert url and key, "serve did not start:\n" + "".join(lines)
-        yield Serve(url, key, home)
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 # --- the v4 client, as it behaves on the wire ---------------------------------------------------
@@ -178,15 +136,15 @@ def _upload_list(container_ro: str, write_sas: str, blob_name: str, images: list
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     home = tmp_path_factory.mktemp("v4-serve-home")
     env = {"MDBATCH_CALLERS": f"{CALLER},someone-else", "MDBATCH_ALLOW_AZURITE": "true",
            "MDBATCH_SCORING_DELAY_MS": "150"}  # slow enough to cancel a running job
-    with serve_with(home, env, "--model", "demo") as s:
+    with serving(home, "--model", "demo", env_extra=env) as s:
         yield s
 
 
-def test_v4_client_workflow_against_mdbatch_serve(served: Serve, container: tuple[str, str, Planted],
+def test_v4_client_workflow_against_mdbatch_serve(served: Served, container: tuple[str, str, Planted],
                                                   tmp_path: Path) -> None:
     read_only_sas_url, write_sas, planted = container
     endpoint_base = f"{served.url}/api/v4/camera-trap/detection-batch"  # no key in it: v4 had none
