@@ -22,6 +22,7 @@ from tests.service_fixtures import (  # noqa: F401
     model_dir,
     service_env,
 )
+from tests.test_service_e2e import follow
 from triggers.list_door import HEAD_BYTES, head_problem
 
 
@@ -97,15 +98,6 @@ def test_bad_local_lists_answer_400_before_anything_starts(host: EmbeddedHost, d
     _nothing_started(host)
 
 
-def _follow(url: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    doc: dict = {}
-    while time.monotonic() < deadline:
-        doc = requests.get(url, timeout=10).json()
-        if doc["runtimeStatus"] in ("Completed", "Failed", "Terminated"):
-            return doc
-        time.sleep(0.3)
-    raise AssertionError(f"not finished: {doc}")
 
 
 def test_long_list_head_checked_at_the_door_rest_in_plan(host: EmbeddedHost, dataset: Dataset,  # noqa: F811
@@ -120,13 +112,13 @@ def test_long_list_head_checked_at_the_door_rest_in_plan(host: EmbeddedHost, dat
     assert bad_tail.stat().st_size > HEAD_BYTES
     r = _post(host, dataset, bad_tail.as_uri(), caller="alice")
     assert r.status_code == 202, r.text  # beyond the head: plan finds it, as before
-    doc = _follow(r.json()["statusQueryGetUri"])
+    doc = follow(r.json()["statusQueryGetUri"])
     assert doc["runtimeStatus"] == "Failed" and "is neither a path" in json.dumps(doc["customStatus"]), doc
     good = tmp_path / "good.json"
     good.write_text(json.dumps([dataset.files[0], [dataset.files[1], {"k": 1}]]))
     r = _post(host, dataset, good.as_uri(), caller="alice")
     assert r.status_code == 202, r.text
-    doc = _follow(r.json()["statusQueryGetUri"])
+    doc = follow(r.json()["statusQueryGetUri"])
     assert doc["runtimeStatus"] == "Completed" and doc["output"]["images"] == 2, doc
 
 
@@ -158,6 +150,6 @@ def test_blob_lists_checked_with_one_ranged_read(host: EmbeddedHost, dataset: Da
     _nothing_started(host)
     r = _post(host, dataset, sas_url("good.json"), caller="alice")
     assert r.status_code == 202, r.text
-    doc = _follow(r.json()["statusQueryGetUri"])
+    doc = follow(r.json()["statusQueryGetUri"])
     assert doc["runtimeStatus"] == "Completed" and doc["output"]["images"] == 1, doc
     service.delete_container(name)

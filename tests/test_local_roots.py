@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +32,7 @@ from tests.service_fixtures import (  # noqa: F401
     model_dir,
     service_env,
 )
+from tests.test_service_e2e import follow
 from triggers.service import options
 
 
@@ -168,15 +168,6 @@ def test_http_door_refuses_paths_outside_the_roots(host: EmbeddedHost, layout: L
     assert listed == {"jobs": []}, "nothing started"
 
 
-def _follow(url: str, timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    doc: dict = {}
-    while time.monotonic() < deadline:
-        doc = requests.get(url, timeout=10).json()
-        if doc["runtimeStatus"] in ("Completed", "Failed", "Terminated"):
-            return doc
-        time.sleep(0.3)
-    raise AssertionError(f"not finished: {doc}")
 
 
 def test_list_entries_that_leave_the_root_are_failures(host: EmbeddedHost, layout: Layout,
@@ -190,7 +181,7 @@ def test_list_entries_that_leave_the_root_are_failures(host: EmbeddedHost, layou
     r = _post(host, {"input_container_sas": layout.photos.as_uri(), "images_requested_json_sas": lst.as_uri(),
                      "caller": "alice"})
     assert r.status_code == 202, r.text
-    doc = _follow(r.json()["statusQueryGetUri"])
+    doc = follow(r.json()["statusQueryGetUri"])
     assert doc["runtimeStatus"] == "Completed", doc
     det = requests.get(doc["output"]["output_file_urls"]["detections"], timeout=30)  # a signed link
     assert det.status_code == 200, det.text

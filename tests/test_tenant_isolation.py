@@ -39,22 +39,12 @@ from tests.service_fixtures import (  # noqa: F401
     model_dir,
     service_env,
 )
+from tests.test_service_e2e import follow
 from triggers.service import options
 
 WEBHOOK = "runtime/webhooks/durabletask"
 
 
-def _follow(url: str, timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    doc: dict = {}
-    while time.monotonic() < deadline:
-        r = requests.get(url, timeout=10)
-        assert r.status_code in (200, 202), r.text
-        doc = r.json()
-        if doc["runtimeStatus"] in ("Completed", "Failed", "Terminated"):
-            return doc
-        time.sleep(0.3)
-    raise AssertionError(f"not finished: {doc}")
 
 
 # --- signing (pure) -------------------------------------------------------------------------------
@@ -128,7 +118,7 @@ def test_submit_answer_holds_no_task_hub_key(host: EmbeddedHost, dataset: Datase
     status_url = answer["statusQueryGetUri"]
     assert status_url.startswith(f"{host.base_url}/api/detections/{answer['id']}/durable-status?sig=")
     # the link alone (no function key) answers in the Durable status shape, input curated
-    doc = _follow(status_url)
+    doc = follow(status_url)
     assert doc["runtimeStatus"] == "Completed" and doc["instanceId"] == answer["id"], doc
     assert set(doc) == {"name", "instanceId", "runtimeStatus", "input", "customStatus", "output",
                         "createdTime", "lastUpdatedTime"}
@@ -149,7 +139,7 @@ def test_submit_answer_holds_no_task_hub_key(host: EmbeddedHost, dataset: Datase
 def test_a_status_link_opens_one_request_only(host: EmbeddedHost, dataset: Dataset) -> None:  # noqa: F811
     a = _submit(host, dataset, "alice", first_n=2).json()
     b = _submit(host, dataset, "bob", first_n=2).json()
-    _follow(a["statusQueryGetUri"])
+    follow(a["statusQueryGetUri"])
     b_sig = parse_qs(urlsplit(b["statusQueryGetUri"]).query)["sig"][0]
     base = f"{host.base_url}/api/detections"
     for url in (f"{base}/{a['id']}/durable-status?sig={quote(b_sig)}",  # B's token on A's job
@@ -211,7 +201,7 @@ def test_caller_b_cannot_reach_a_by_any_route(host: EmbeddedHost, dataset: Datas
     assert _api(host, "POST", f"{v4}/cancel_request", json={"request_id": rid, "caller": "bob"}).status_code \
         == 404
     # A's job went on untouched
-    doc = _follow(a["statusQueryGetUri"])
+    doc = follow(a["statusQueryGetUri"])
     assert doc["runtimeStatus"] == "Completed" and doc["output"]["images"] == 4
 
 
@@ -234,7 +224,7 @@ def test_forged_start_is_refused_by_plan(host: EmbeddedHost, dataset: Dataset) -
     r = requests.post(url, params={"code": system}, json=spec, timeout=10)
     assert r.status_code == 202, r.text
     status = f"{host.base_url}/{WEBHOOK}/instances/{forged_id}"
-    doc = _follow(f"{status}?code={system}")
+    doc = follow(f"{status}?code={system}")
     assert doc["runtimeStatus"] == "Failed", doc
     assert "not signed by this service's doors" in json.dumps(doc["customStatus"]), doc["customStatus"]
     work = Path(host.env["MDBATCH_STATE_DIR"]) / "work"
@@ -245,7 +235,7 @@ def test_forged_start_is_refused_by_plan(host: EmbeddedHost, dataset: Dataset) -
     r = requests.post(f"{host.base_url}/{WEBHOOK}/orchestrators/detection_batch/{other_id}",
                       params={"code": system}, json={**spec, "request_id": a["id"]}, timeout=10)
     assert r.status_code == 202
-    doc = _follow(f"{host.base_url}/{WEBHOOK}/instances/{other_id}?code={system}")
+    doc = follow(f"{host.base_url}/{WEBHOOK}/instances/{other_id}?code={system}")
     assert doc["runtimeStatus"] == "Failed" and "names another request" in json.dumps(doc["output"]), doc
     # B reads nothing of the forged job through our doors either (its spec names B, but it never ran)
     st = _api(host, "GET", f"detections/{forged_id}", params={"caller": "bob"}).json()
