@@ -12,6 +12,11 @@
 
 The service names models by version name (MDBATCH_MODEL_DIR/NAME.onnx), so a
 file is registered under a name derived from its content hash.
+
+Conversion runs in the interpreter that has the PyTorch extra: $MDBATCH_TORCH_PYTHON, else
+the project's `.venv-torch` (made by `.ci/torch-venv.sh`), else this one. Tests point known
+names at a loopback server with $MDBATCH_KNOWN_MODELS_OVERRIDE (a JSON file
+`{"NAME": {"url": ..., "md5": ...}}`); nothing else reads it.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         KnownModel("MDV5B.0.1", "v5b.0.1", _V5 + "md_v5b.0.1.pt",
                    "f17ed6fedfac2e403606a08c89984905", 0.2, 0.05),
         KnownModel("MDV1000-REDWOOD", "v1000.0.0-redwood", _V1000 + "md_v1000.0.0-redwood.pt",
-                   "74474b3aec9cf1a990da38b37ddf9197"),
+                   "74474b3aec9cf1a990da38b37ddf9197", 0.3),
         KnownModel("MDV1000-CEDAR", "v1000.0.0-cedar", _V1000 + "md_v1000.0.0-cedar.pt",
                    "3d6472c9b95ba687b59ebe255f7c576b"),
         KnownModel("MDV1000-LARCH", "v1000.0.0-larch", _V1000 + "md_v1000.0.0-larch.pt",
@@ -85,6 +90,35 @@ class ResolvedModel:
     name: str
     path: Path
     typical_threshold: float
+
+
+def _known(name: str) -> KnownModel | None:
+    """The known model `name`, with the test-only URL/md5 override applied when set."""
+    known = KNOWN_MODELS.get(name.upper())
+    override = os.environ.get("MDBATCH_KNOWN_MODELS_OVERRIDE")
+    if known is None or not override:
+        return known
+    try:
+        entry = json.loads(Path(override).read_text(encoding="utf-8")).get(known.name)
+    except (OSError, ValueError, AttributeError) as e:
+        raise CliError(f"MDBATCH_KNOWN_MODELS_OVERRIDE={override} is not a readable JSON object ({e})"
+                       ) from None
+    if not entry:
+        return known
+    url = str(entry.get("url", known.url))
+    # the file keeps its published name, which is how MegaDetector's facts are looked up
+    url = url if url.endswith("/" + known.filename) else url.rstrip("/") + "/" + known.filename
+    return KnownModel(known.name, known.version, url, str(entry.get("md5", known.md5)),
+                      known.typical_threshold, known.conservative_threshold)
+
+
+def torch_python() -> str:
+    """The interpreter that runs `python -m scoring.export` (it needs the PyTorch extra)."""
+    env = os.environ.get("MDBATCH_TORCH_PYTHON")
+    if env:
+        return env
+    venv = Path(__file__).resolve().parents[1] / ".venv-torch" / "bin" / "python"
+    return str(venv) if venv.is_file() else sys.executable
 
 
 def known_names() -> list[str]:
@@ -169,21 +203,23 @@ def _register_file(src: Path, models: Path, name: str, threshold: float | None) 
 
 
 def _convert_pt(pt: Path, onnx_out: Path, known: KnownModel | None, log: Log) -> None:
-    """`.pt` -> ONNX with the scoring package's exporter, once."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    """`.pt` -> ONNX with the scoring package's exporter (in the PyTorch interpreter), once."""
+    python = torch_python()
+    probe = subprocess.run([python, "-c", "import torch"], capture_output=True, text=True)
+    if probe.returncode != 0:
         raise CliError(
-            f"{pt.name} is a PyTorch checkpoint and PyTorch is not installed; install the PyTorch extra "
-            "(.venv/bin/pip install -r requirements-torch.txt) or pass an ONNX export: "
-            "--model /path/to/model.onnx"
-        ) from None
+            f"{pt.name} is a PyTorch checkpoint and PyTorch is not installed for {python}; install the "
+            "PyTorch extra (bash .ci/torch-venv.sh, or pip install -r requirements-torch.txt) or pass "
+            "an ONNX export: --model /path/to/model.onnx"
+        )
     log(f"converting {pt.name} to ONNX (once)...")
     # the manifest's name/detector is the checkpoint's stem (md_v5a.0.0), as MegaDetector reports it
-    cmd = [sys.executable, "-m", "scoring.export", str(pt), "--output", str(onnx_out), "--name", pt.stem]
+    cmd = [python, "-m", "scoring.export", str(pt), "--output", str(onnx_out), "--name", pt.stem]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     if proc.returncode != 0 or not onnx_out.is_file():
-        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        lines = proc.stderr.strip().splitlines()
+        errors = [ln for ln in lines if ln.startswith("error: ")]
+        last = (errors or lines or ["no message"])[-1].removeprefix("error: ")
         raise CliError(f"converting {pt} to ONNX failed: {last}; pass an ONNX file with --model instead")
 
 
@@ -215,7 +251,7 @@ def resolve(model: str, models: Path | None = None, downloads: Path | None = Non
     models.mkdir(parents=True, exist_ok=True)
     if model.lower() == DEMO:
         return _build_demo(models)
-    known = KNOWN_MODELS.get(model.upper())
+    known = _known(model)
     looks_like_path = os.sep in model or "/" in model or model.lower().endswith((".onnx", ".pt"))
     if known is not None and not Path(model).exists():
         onnx_path = models / f"{known.name}.onnx"

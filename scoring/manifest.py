@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 MD_CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
-LAYOUTS = ("yolov5", "ultralytics")
+# yolov5: [B, N, 5+nc]; ultralytics: [B, 4+nc, N] with ultralytics box scaling; yolov9: the
+# anchor-free output of ultralytics with YOLOv5 box scaling (what the yolov9 library does)
+LAYOUTS = ("yolov5", "ultralytics", "yolov9")
+ANCHOR_FREE_LAYOUTS = ("ultralytics", "yolov9")
 
 
 class ManifestError(ValueError):

@@ -55,9 +55,9 @@ def select(pred: np.ndarray, layout: str, conf_thres: float, iou_thres: float = 
            max_det: int = MAX_DET) -> np.ndarray:
     """One image's raw output -> [K, 6] float32 (x1, y1, x2, y2, conf, class) in input pixels.
 
-    ``pred`` is [N, 5+nc] for ``yolov5`` or [4+nc, N] for ``ultralytics``.
+    ``pred`` is [N, 5+nc] for ``yolov5`` or [4+nc, N] for ``ultralytics`` and ``yolov9``.
     """
-    if layout == "ultralytics":
+    if layout in ("ultralytics", "yolov9"):
         x = pred.T
         cls_scores = x[:, 4:]
         best = cls_scores.max(axis=1)

@@ -15,6 +15,7 @@ import megadetector.detection.run_detector_batch as rdb
 
 model, image_list, out_json = sys.argv[1:4]
 use_queue = len(sys.argv) > 4 and sys.argv[4] == "queue"
+model_type = sys.argv[5] if len(sys.argv) > 5 else "yolov5"  # what MegaDetector infers for the file
 images = json.loads(Path(image_list).read_text())
 
 _load_detector = rdb.load_detector
@@ -34,7 +35,7 @@ def _timed_load_detector(*args, **kwargs):
 rdb.load_detector = _timed_load_detector  # looked up as a module global by the runner
 t0 = time.monotonic()
 results = rdb.load_and_run_detector_batch(model, images, confidence_threshold=0.005, quiet=True,
-                                          detector_options={"model_type": "yolov5"},
+                                          detector_options={"model_type": model_type},
                                           use_image_queue=use_queue)
 seconds = time.monotonic() - t0
 Path(out_json).write_text(json.dumps({"seconds": seconds, "load_seconds": sum(load_seconds),

@@ -25,7 +25,8 @@ OUT = REPO / "bench" / "out" / "scoring"
 sys.path.insert(0, str(REPO))
 
 PEER_PACKAGES = [
-    ["torch==2.14.1", "torchvision==0.29.1", "yolov5"],
+    ["torch==2.14.1", "torchvision==0.29.1", "yolov5==7.0.14", "ultralytics==8.4.190",
+     "yolov9pip==0.0.4"],
     ["--no-deps", "megadetector==10.0.28"],
     ["jsonpickle", "humanfriendly", "matplotlib", "opencv-python", "requests", "fastquadtree", "scikit-learn",
      "pandas", "python-dateutil", "send2trash", "clipboard", "dill", "pytest", "ruff", "setuptools<82",
@@ -35,8 +36,9 @@ PEER_PACKAGES = [
 
 def ensure_peer() -> None:
     if PEER_PY.exists():
-        probe = subprocess.run([str(PEER_PY), "-c", "import megadetector, yolov5, torch, onnx"],
-                               capture_output=True)
+        probe = subprocess.run(
+            [str(PEER_PY), "-c", "import megadetector, yolov5, ultralytics, yolov9, torch, onnx"],
+            capture_output=True)
         if probe.returncode == 0:
             return
     print("creating bench/.peer-venv (MegaDetector, torch; a few minutes) ...", flush=True)
@@ -54,14 +56,14 @@ def ensure_model() -> tuple[Path, Path]:
     return pt, onnx_path
 
 
-def run_peer(pt: Path, images: list[str], tag: str, mode: str = ""
+def run_peer(pt: Path, images: list[str], tag: str, mode: str = "", model_type: str = "yolov5"
              ) -> tuple[float, float, dict[str, list]]:
     """(whole-call seconds, model-load seconds inside that call, detections by file name)."""
     lst = OUT / "images.json"
     lst.write_text(json.dumps(images))
     out = OUT / f"peer_{tag}.json"
     subprocess.run([str(PEER_PY), str(Path(__file__).with_name("peer_run.py")), str(pt), str(lst), str(out),
-                    mode], check=True, stdout=subprocess.DEVNULL)
+                    mode or "-", model_type], check=True, stdout=subprocess.DEVNULL)
     data = json.loads(out.read_text())
     return (data["seconds"], data.get("load_seconds", 0.0),
             {Path(r["file"]).name: r.get("detections") for r in data["images"]})
@@ -136,8 +138,64 @@ def compare(peer: dict[str, list], ours: dict[str, list], sizes: dict[str, tuple
             "max_box_diff_px": round(max_px, 3), "max_conf_diff": round(max_conf, 4)}
 
 
+FAMILIES = ("v5", "spruce", "redwood", "cedar", "larch", "sorrel")
+
+
+def ensure_family_model(family: str) -> tuple[Path, Path, str]:
+    """(checkpoint, ONNX, model type): the test suite's random-weight checkpoint of ``family`` in its
+    published layout (tests/checkpoint_fixtures.py, built with the peer venv's libraries), exported
+    with ``scoring.export`` in the same venv."""
+    from scoring.checkpoints.facts import read_facts
+    from tests.checkpoint_fixtures import FAMILIES as LAYOUTS
+
+    folder = OUT / "families" / family
+    folder.mkdir(parents=True, exist_ok=True)
+    pt = folder / LAYOUTS[family][0]
+    if not pt.exists():
+        builder = REPO / "tests" / "checkpoint_fixtures.py"
+        subprocess.run([str(PEER_PY), str(builder), "build", family, str(pt)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    onnx_path = pt.with_suffix(".onnx")
+    if not onnx_path.exists():
+        subprocess.run([str(PEER_PY), "-m", "scoring.export", str(pt), "--output", str(onnx_path)], cwd=REPO,
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return pt, onnx_path, read_facts(pt).model_type
+
+
+def run_families(families: list[str], images: list[str], sizes: dict[str, tuple[int, int]]) -> list[dict]:
+    """Per family: the same checkpoint through MegaDetector and through us; rates and parity."""
+    from tests.checkpoint_fixtures import compare as strict_compare
+
+    rows = []
+    for fam in families:
+        pt, onnx_path, model_type = ensure_family_model(fam)
+        peer_s, peer_load, peer = run_peer(pt, images, fam, model_type=model_type)
+        ours_s, ours_load, ours = run_ours(onnx_path, images, fam)
+        n = len(images)
+        strict = strict_compare({k: v or [] for k, v in peer.items()}, {k: v or [] for k, v in ours.items()},
+                                sizes)
+        row = {"family": fam, "model_type": model_type, "images": n,
+               "boxes_compared": strict["boxes"], "unmatched_1px_0.001": strict["unmatched"],
+               "max_box_diff_px": strict["max_px"], "max_conf_diff": strict["max_conf"],
+               "megadetector_images_per_s": rates(n, peer_s, peer_load)[0],
+               "megadetector_steady_images_per_s": rates(n, peer_s, peer_load)[1],
+               "ours_images_per_s": rates(n, ours_s, ours_load)[0],
+               "ours_steady_images_per_s": rates(n, ours_s, ours_load)[1],
+               "ratio": round(peer_s / ours_s, 2),
+               "ratio_steady": round(rates(n, ours_s, ours_load)[1] / rates(n, peer_s, peer_load)[1], 2),
+               "load_average_1m": round(os.getloadavg()[0], 2)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--family", default="all",
+                    help="comma-separated families (v5, spruce, redwood, cedar, larch, sorrel) or 'all' "
+                         "(default): each published checkpoint layout, small random weights; 's6': the "
+                         "original random YOLOv5s6 run (with --copies, --peer-queue)")
+    ap.add_argument("--limit", type=int, default=0, help="score only the first N photos")
     ap.add_argument("--images", type=Path, default=REPO.parent / "shared" / "testdata" / "camera-traps")
     ap.add_argument("--copies", type=int, default=1,
                     help="score the photos N times over (distinct copies in a temp folder, both tools)")
@@ -147,10 +205,27 @@ def main() -> int:
     copies = max(1, a.copies, a.repeat)
     OUT.mkdir(parents=True, exist_ok=True)
     ensure_peer()
-    pt, onnx_path = ensure_model()
     from PIL import Image
 
     src = sorted(p for p in a.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if a.limit:
+        src = src[:a.limit]
+    if a.family != "s6":
+        fams = list(FAMILIES) if a.family == "all" else a.family.split(",")
+        bad = [f for f in fams if f not in FAMILIES]
+        if bad:
+            ap.error(f"unknown family {bad[0]!r}; choose from {', '.join(FAMILIES)} or all")
+        images = [str(p) for p in src]
+        sizes = {}
+        for p in images:
+            with Image.open(p) as im:
+                sizes[Path(p).name] = im.size
+        print(f"{len(images)} images, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+              f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        rows = run_families(fams, images, sizes)
+        (OUT / "families.json").write_text(json.dumps(rows, indent=1))
+        return 0
+    pt, onnx_path = ensure_model()
     with tempfile.TemporaryDirectory(prefix="mdbench-") as tmp:
         images = make_copies(src, copies, Path(tmp)) if copies > 1 else [str(p) for p in src]
         sizes = {}
