@@ -111,8 +111,8 @@ def read_info(pt_path: Path) -> dict | None:
             except (ValueError, UnicodeDecodeError) as e:
                 raise CheckpointError(f"{pt_path.name}: {INFO_NAME} is not valid JSON ({e})") from None
     except zipfile.BadZipFile:
-        raise CheckpointError(f"{pt_path.name} is not a PyTorch checkpoint archive (not a zip file); "
-                              "pass the .pt as published or an ONNX export") from None
+        raise CheckpointError(f"{pt_path.name} is not a PyTorch checkpoint archive (not a zip file)"
+                              ) from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{pt_path.name}: {INFO_NAME} must hold a JSON object")
     return data
