@@ -9,6 +9,8 @@ from pathlib import Path
 
 from .engine import Interrupted, ModelError, RunConfig, run
 from .inputs import InputError
+from .precision import PRECISIONS
+from .providers import PROVIDER_NAMES
 from .storage import StorageError
 
 EXIT_ERROR = 2
@@ -30,6 +32,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None, help="fetch/decode threads")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--cpu", action="store_true", help="use the CPU provider even when CUDA is present")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (the parity reference) or fp16 (the model's .fp16.onnx variant, "
+                        "converted beside it on first use)")
+    p.add_argument("--provider", choices=PROVIDER_NAMES, default=None,
+                   help="execution provider with tuned settings: auto (CUDA if present), cpu, cuda, "
+                        "tensorrt, openvino (OpenVINO runtime on the CPU); default: as auto")
     p.add_argument("-q", "--quiet", action="store_true")
     return p.parse_args(argv)
 
@@ -45,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                     threshold=args.threshold, batch_size=args.batch_size,
                     checkpoint_every=args.checkpoint_every,
                     progress_every=args.progress_every, workers=args.workers, threads=args.threads,
-                    providers=["CPUExecutionProvider"] if args.cpu else None)
+                    providers=["CPUExecutionProvider"] if args.cpu else None,
+                    precision=args.precision, provider=None if args.cpu else args.provider)
     try:
         stats = run(cfg)
     except Interrupted as e:
