@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from . import jpeg
+
 # Larger than any camera-trap sensor (~100 MP); beyond it an image is a decompression bomb.
 MAX_PIXELS = 100_000_000
 Image.MAX_IMAGE_PIXELS = None  # we check the limit ourselves, on the header, before decoding
@@ -85,6 +87,10 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         orientation = exif.get(274, 1) if exif else 1
     except Exception:
         orientation = 1
+    if im.format == "JPEG" and im.mode == "RGB":  # issue 13: same pixels, about twice as fast
+        fast = jpeg.decode_rgb(data, orientation)
+        if fast is not None:
+            return fast
     try:
         im.load()
         im = _to_rgb8(im)
