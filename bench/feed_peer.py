@@ -1,7 +1,7 @@
 """Runs in bench/.peer-venv: MegaDetector's own image-queue feed with inference replaced by nothing.
 
 ``python feed_peer.py MODEL.pt IMAGES.json MODE LOADERS`` prints one JSON line
-{"images", "seconds", "mode", "loaders"}.
+{"images", "seconds", "mode", "loaders", "steady_images_per_s"}.
 
 MODE ``queue``: MegaDetector's default queue (``use_image_queue=True``): LOADERS processes run its
 ``_producer_func`` (``vis_utils.load_image``: PIL decode, EXIF rotation, RGB), the consuming
@@ -27,7 +27,6 @@ OPTIONS = {"model_type": "yolov5"}
 def main() -> None:
     model, image_list, mode, loaders = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     images = json.loads(Path(image_list).read_text())
-    torch.set_num_threads(1)
     t0 = time.monotonic()
     q = multiprocessing.JoinableQueue(rdb.max_queue_size)
     pre_on_queue = mode == "queue-preprocess"
@@ -39,9 +38,11 @@ def main() -> None:
     for p in procs:
         p.start()
     pre = None if pre_on_queue else rdb._load_preprocessor(model, detector_options=OPTIONS)
-    done, n = 0, 0
+    done, n, t_first = 0, 0, None
     while done < len(procs):
         item = q.get()
+        if t_first is None:
+            t_first = time.monotonic()
         q.task_done()
         if item is None:
             done += 1
@@ -55,7 +56,11 @@ def main() -> None:
         n += 1
     for p in procs:
         p.join()
-    print(json.dumps({"images": n, "seconds": time.monotonic() - t0, "mode": mode, "loaders": loaders}))
+    t_end = time.monotonic()
+    # steady: from the first image out of the queue to the last, i.e. without starting the loader
+    # processes and loading the preprocessor (n-1 images in that span)
+    print(json.dumps({"images": n, "seconds": t_end - t0, "mode": mode, "loaders": loaders,
+                      "steady_images_per_s": (n - 1) / max(t_end - (t_first or t0), 1e-9)}))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import FORMAT_VERSION
+from .buffers import BufferPool
 from .images import ImageError, Letterboxed, decode_image, letterbox
 from .inputs import ImageItem, ImageSource, open_input
 from .manifest import ModelManifest, file_sha256, load_manifest
@@ -151,6 +152,7 @@ class Detector:
                 raise ModelError(f"model {model_path} has {classes} classes but its categories name "
                                  f"{len(self.category_ids)}: every class needs a category")
         self.sha256 = self.manifest.sha256 or file_sha256(model_path)
+        self.buffers = BufferPool(keep_per_shape=32)  # issue 13: reused letterbox/batch buffers
         self.on_gpu = self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -181,7 +183,7 @@ class Detector:
 
     def preprocess(self, img: np.ndarray) -> Letterboxed:
         m = self.manifest
-        return letterbox(img, m.input_size, m.stride, m.pad_value)
+        return letterbox(img, m.input_size, m.stride, m.pad_value, alloc=self.buffers.take)  # issue 13
 
     def detections(self, pred: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int, int],
                    threshold: float) -> list[dict[str, Any]]:
@@ -347,12 +349,18 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
         group = pending.pop(shape, [])
         if not group:
             return
-        batch = (group[0][1].tensor[None] if len(group) == 1
-                 else np.stack([lb.tensor for _, lb in group]))
+        if len(group) == 1:
+            batch = group[0][1].tensor[None]
+        else:  # issue 13: into a reused batch buffer, returned (with the images') once scored
+            batch = np.stack([lb.tensor for _, lb in group],
+                             out=det.buffers.take((len(group), *group[0][1].tensor.shape)))
         preds = det.infer_checked(batch)
         stats.batches += 1
+        if len(group) > 1:
+            det.buffers.give(batch)
         for (item, lb), pred in zip(group, preds, strict=True):
             done[item.file] = _entry(item, det.detections(pred, shape, lb.orig_hw, cfg.threshold), None)
+            det.buffers.give(lb.tensor)
             stats.scored += 1
         since_ckpt += len(group)
         if delay:

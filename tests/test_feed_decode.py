@@ -92,3 +92,24 @@ def test_fallbacks_keep_pillow_behaviour() -> None:
     cmyk = io.BytesIO()
     Image.fromarray(textured(300, 200, 3)).convert("CMYK").save(cmyk, format="JPEG")
     assert decode_image(cmyk.getvalue()).shape == (200, 300, 3)
+
+
+def test_letterbox_into_a_reused_buffer_is_identical() -> None:
+    """A buffer that held another image (and garbage) gives the same tensor as a fresh one."""
+    from scoring.buffers import BufferPool
+    from scoring.images import letterbox
+
+    pool = BufferPool()
+    for seed, (w, h) in enumerate([(640, 480), (1999, 1500), (480, 640), (800, 450), (800, 450)]):
+        img = textured(w, h, seed)
+        fresh = letterbox(img).tensor
+        dirty = pool.take(fresh.shape)
+        dirty.fill(np.nan)
+        pool.give(dirty)
+        reused = letterbox(img, alloc=pool.take).tensor
+        assert reused is dirty and np.array_equal(fresh, reused), (w, h)
+        pool.give(reused)
+    assert pool.reused >= 5
+    view = np.zeros((2, 3, 4, 4), np.float32)[0]
+    pool.give(view)  # a view is not recycled
+    assert pool.take((3, 4, 4)) is not view
