@@ -81,13 +81,14 @@ def run_ours(det: Detector, images: list[str], batch_size: int, workers: int | N
     return seconds
 
 
-def run_peer(images: list[str], mode: str, loaders: int) -> float:
+def run_peer(images: list[str], mode: str, loaders: int, torch_threads: int | None = None) -> float:
     """MegaDetector's steady rate (first image out of its queue to the last): its process and
     preprocessor start-up is left out, which favours it; ours is timed over the whole call."""
     lst = OUT / "list_peer.json"
     lst.write_text(json.dumps(images))
+    env = {**os.environ, **({"MD_TORCH_THREADS": str(torch_threads)} if torch_threads else {})}
     r = subprocess.run([str(PEER_PY), str(REPO / "bench" / "feed_peer.py"), str(PEER_PT), str(lst), mode,
-                        str(loaders)], capture_output=True, text=True, check=True)
+                        str(loaders)], capture_output=True, text=True, check=True, env=env)
     data = json.loads(r.stdout.strip().splitlines()[-1])
     assert data["images"] == len(images), data
     return float(data["steady_images_per_s"])
@@ -125,16 +126,16 @@ def main() -> int:
                     dst = Path(tmp) / f"c{c}_{p.name}"
                     dst.write_bytes(p.read_bytes())
                     images.append(str(dst))
-            runs: dict[str, list[float]] = {"ours": [], "md_queue": [], "md_queue_preprocess": []}
+            who_all = ["ours", "md_queue", "md_queue_1thread", "md_queue_preprocess"]
+            runs: dict[str, list[float]] = {w: [] for w in who_all}
             for rnd in range(a.rounds):
-                order = ["ours", "md_queue", "md_queue_preprocess"] if rnd % 2 == 0 else \
-                    ["md_queue_preprocess", "md_queue", "ours"]
+                order = who_all if rnd % 2 == 0 else who_all[::-1]
                 for who in order:
                     if who == "ours":
                         rate = len(images) / run_ours(det, images, a.batch_size, a.workers)
                     elif peer:
-                        mode = "queue" if who == "md_queue" else "queue-preprocess"
-                        rate = run_peer(images, mode, a.loaders)
+                        mode = "queue-preprocess" if who == "md_queue_preprocess" else "queue"
+                        rate = run_peer(images, mode, a.loaders, 1 if who == "md_queue_1thread" else None)
                     else:
                         continue
                     runs[who].append(rate)
@@ -146,17 +147,18 @@ def main() -> int:
                     row[who] = {"images_per_s": [round(r, 2) for r in rates], "median": round(med, 2),
                                 "per_core": round(med / ncpu, 2)}
             if "md_queue" in row:
-                best_md = max(row["md_queue"]["median"], row["md_queue_preprocess"]["median"])
+                best_md = max(row[w]["median"] for w in who_all[1:])
                 row["ratio_vs_md_best_queue"] = round(row["ours"]["median"] / best_md, 2)
             res["sets"][set_name] = row
     res["load_average_1m_end"] = round(os.getloadavg()[0], 2)
     (OUT / "result.json").write_text(json.dumps(res, indent=1))
-    print(f"\n{'set':18} {'ours img/s (/core)':>20} {'MD queue (/core)':>18} "
-          f"{'MD queue+pre (/core)':>22} ratio")
+    print(f"\n{'set':18} {'ours img/s (/core)':>20} {'MD queue (/core)':>18} {'MD queue 1 thr':>16} "
+          f"{'MD queue+pre (/core)':>22} ratio vs best MD")
     for k, r in res["sets"].items():
         def cell(who: str, row: dict[str, Any] = r) -> str:
             return f"{row[who]['median']:.2f} ({row[who]['per_core']:.2f})" if who in row else "-"
-        print(f"{k:18} {cell('ours'):>20} {cell('md_queue'):>18} {cell('md_queue_preprocess'):>22} "
+        print(f"{k:18} {cell('ours'):>20} {cell('md_queue'):>18} {cell('md_queue_1thread'):>16} "
+              f"{cell('md_queue_preprocess'):>22} "
               f"{r.get('ratio_vs_md_best_queue', '-')}")
     return 0
 

@@ -7,12 +7,14 @@ MODE ``queue``: MegaDetector's default queue (``use_image_queue=True``): LOADERS
 ``_producer_func`` (``vis_utils.load_image``: PIL decode, EXIF rotation, RGB), the consuming
 process letterboxes with the detector's ``preprocess_image`` and builds the batch tensor the way
 ``generate_detections_one_batch`` does (HWC->CHW, ``torch.from_numpy``, stack, float, /255).
+Env MD_TORCH_THREADS=N limits the consumer's torch threads (default: torch's own).
 MODE ``queue-preprocess``: its ``preprocess_on_image_queue=True`` variant (letterbox in the
 loaders); the consumer only builds the tensor. The model itself is never run.
 """
 
 import json
 import multiprocessing
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +29,8 @@ OPTIONS = {"model_type": "yolov5"}
 def main() -> None:
     model, image_list, mode, loaders = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     images = json.loads(Path(image_list).read_text())
+    if os.environ.get("MD_TORCH_THREADS"):  # its best case on a small machine: no thread contention
+        torch.set_num_threads(int(os.environ["MD_TORCH_THREADS"]))
     t0 = time.monotonic()
     q = multiprocessing.JoinableQueue(rdb.max_queue_size)
     pre_on_queue = mode == "queue-preprocess"
