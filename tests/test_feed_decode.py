@@ -14,7 +14,9 @@ from scoring.images import ImageError, _to_rgb8, decode_image
 from tests.conftest import CAMERA_TRAP_DIR
 from tests.scoring_fixtures import gradient_image
 
-pytestmark = pytest.mark.skipif(not jpeg.available(), reason="simplejpeg is pinned in requirements-dev.txt")
+
+def test_fast_decoder_is_installed() -> None:
+    assert jpeg.available(), "simplejpeg (pinned in requirements-dev.txt and infra/aml/conda.yml) is missing"
 
 ROTATE = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_270, 8: Image.Transpose.ROTATE_90}
 

@@ -83,7 +83,6 @@ def test_io_binding_matches_session_run(model: Path) -> None:
 
 
 def test_openvino_provider_matches_onnxruntime(tmp_path: Path, model: Path) -> None:
-    pytest.importorskip("openvino", reason="openvino is pinned in requirements-dev.txt")
     outs = {}
     for prov in ("cpu", "openvino"):
         out = tmp_path / f"{prov}.json"
