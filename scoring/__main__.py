@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "converted beside it on first use)")
     p.add_argument("--provider", choices=PROVIDER_NAMES, default=None,
                    help="execution provider with tuned settings: auto (CUDA if present), cpu, cuda, "
-                        "tensorrt, openvino (OpenVINO runtime on the CPU); default: as auto")
+                        "tensorrt, openvino (OpenVINO runtime on the CPU); default: CUDA if present, else "
+                        "the CPU, with ONNX Runtime's own settings")
     p.add_argument("-q", "--quiet", action="store_true")
     return p.parse_args(argv)
 
