@@ -146,7 +146,7 @@ class Settings:
     max_images: int = 4_000_000  # per request, after filtering
     max_body_bytes: int = 1_048_576  # request JSON size limit
     max_list_bytes: int = 512 * 1024 * 1024  # image-list JSON size limit
-    shard_size: int = 2000
+    shard_size: int = 50_000  # issue 13: docs/cost.md (GPU node start per shard vs. parallelism)
     max_in_flight: int = 16  # shards in flight per request (the GPU cluster's node count)
     group_size: int = 50  # shards per sub-orchestration, at most
     poll_initial_s: float = 15.0  # first wait before polling a job; doubles up to poll_max_s

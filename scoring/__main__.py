@@ -10,6 +10,8 @@ from pathlib import Path
 from .classifier import ClassifierError
 from .engine import Interrupted, ModelError, RunConfig, run
 from .inputs import InputError
+from .precision import PRECISIONS
+from .providers import PROVIDER_NAMES
 from .storage import StorageError
 
 EXIT_ERROR = 2
@@ -40,6 +42,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="SpeciesNet's ensemble on the classifications (geofence by --country, roll-up); "
                         "needs a classifier with ensemble files and the speciesnet package")
     p.add_argument("--cpu", action="store_true", help="use the CPU provider even when CUDA is present")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (the parity reference) or fp16 (the model's .fp16.onnx variant, "
+                        "converted beside it on first use)")
+    p.add_argument("--provider", choices=PROVIDER_NAMES, default=None,
+                   help="execution provider with tuned settings: auto (CUDA if present), cpu, cuda, "
+                        "tensorrt, openvino (OpenVINO runtime on the CPU); default: CUDA if present, else "
+                        "the CPU, with ONNX Runtime's own settings")
     p.add_argument("-q", "--quiet", action="store_true")
     return p.parse_args(argv)
 
@@ -58,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                     providers=["CPUExecutionProvider"] if args.cpu else None,
                     classifier=Path(args.classifier) if args.classifier else None,
                     classifier_options={"country": args.country, "admin1_region": args.admin1_region,
-                                        "ensemble": args.ensemble})
+                                        "ensemble": args.ensemble},
+                    precision=args.precision, provider=None if args.cpu else args.provider)
     try:
         stats = run(cfg)
     except Interrupted as e:

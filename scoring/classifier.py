@@ -29,6 +29,7 @@ from .classifier_manifest import (
 )
 from .crops import crop_u8, to_input
 from .manifest import file_sha256
+from .sessions import default_providers, session_options
 
 CONF_DIGITS = 3
 
@@ -56,17 +57,9 @@ class Classifier:
             raise ClassifierError(str(e)) from None
         import onnxruntime as ort
 
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if threads:
-            so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.log_severity_level = 3
-        available = ort.get_available_providers()
+        so = session_options(threads)
         if providers is None:
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+            providers = default_providers(ort.get_available_providers())
         try:
             self.session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
         except Exception as e:

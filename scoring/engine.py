@@ -10,7 +10,6 @@ where it stopped and never writes an image twice.
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import logging
 import os
@@ -26,11 +25,13 @@ from typing import Any
 import numpy as np
 
 from . import FORMAT_VERSION
+from .buffers import BufferPool
 from .images import ImageError, Letterboxed, decode_image, letterbox
 from .inputs import ImageItem, ImageSource, open_input
 from .manifest import ModelManifest, file_sha256, load_manifest
 from .postprocess import select, to_detections
 from .progress import ProgressFile
+from .sessions import default_providers, preload_cuda, session_options
 from .storage import Location, StorageError
 
 log = logging.getLogger("scoring")
@@ -66,33 +67,55 @@ class Detector:
     """An ONNX Runtime session plus the model's manifest."""
 
     def __init__(self, model_path: Path, threads: int | None = None,
-                 providers: list[str] | None = None) -> None:
+                 providers: list[str] | None = None, precision: str = "fp32",
+                 provider: str | None = None) -> None:
         model_path = Path(model_path)
         if not model_path.is_file():
             raise ModelError(f"model not found: {model_path}")
+        # --- issue 13: precision (fp16 variant) and named providers with tuned options ---------
+        from .precision import PrecisionError, model_for_precision
+        from .providers import ProviderError, session_providers, split_specs
+
+        try:
+            model_path = model_for_precision(model_path, precision)
+        except PrecisionError as e:
+            raise ModelError(str(e)) from None
+        self.precision = precision
+        self.model_path = model_path
+        provider_options: list[dict[str, Any]] | None = None
+        # --- end issue 13 ------------------------------------------------------------------------
         import onnxruntime as ort
 
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.intra_op_num_threads = threads or cpu_count()
-        so.inter_op_num_threads = 1
-        # don't burn the cores the decode threads need while waiting for work
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.log_severity_level = 3
+        so = session_options(threads or cpu_count())
         available = ort.get_available_providers()
+        # --- issue 13: --provider NAME builds the list with tuned options; openvino swaps the runtime
+        if providers is None and provider is not None:
+            if provider == "openvino":
+                from .ov_backend import OpenVINOSession
+
+                try:
+                    self.session = OpenVINOSession(model_path, threads or cpu_count())
+                except Exception as e:
+                    raise ModelError(f"cannot load model {model_path} with OpenVINO: {e}") from None
+                self._finish_init(model_path, available)
+                return
+            try:
+                providers, provider_options = split_specs(session_providers(provider, available, precision))
+            except ProviderError as e:
+                raise ModelError(str(e)) from None
+        # --- end issue 13 ------------------------------------------------------------------------
         if providers is None:
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        if "CUDAExecutionProvider" in providers and hasattr(ort, "preload_dlls"):
-            # onnxruntime-gpu[cuda,cudnn] (the AML job environment) ships CUDA and cuDNN as pip
-            # wheels; load them from there rather than depend on the image's library path
-            with contextlib.suppress(Exception):
-                ort.preload_dlls()
+            providers = default_providers(available)
+        preload_cuda(providers)
         try:
-            self.session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+            self.session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers,
+                                                provider_options=provider_options)
         except Exception as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"cannot load model {model_path}: {msg}") from None
+        self._finish_init(model_path, available)
+
+    def _finish_init(self, model_path: Path, available: list[str]) -> None:
         self.providers = self.session.get_providers()
         if cuda_required() and "CUDAExecutionProvider" not in self.providers:
             # ONNX Runtime falls back to the CPU with only a warning when the CUDA libraries fail
@@ -118,10 +141,26 @@ class Detector:
                 raise ModelError(f"model {model_path} has {classes} classes but its categories name "
                                  f"{len(self.category_ids)}: every class needs a category")
         self.sha256 = self.manifest.sha256 or file_sha256(model_path)
-        self.on_gpu = self.providers[0] != "CPUExecutionProvider"
+        self.buffers = BufferPool(keep_per_shape=32)  # issue 13: reused letterbox/batch buffers
+        self.on_gpu = self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        if self.on_gpu and hasattr(self.session, "io_binding"):  # issue 13: one upload, one download
+            return self._infer_bound(batch)
         return self.session.run(None, {self.input_name: batch})[0]
+
+    def _infer_bound(self, batch: np.ndarray, device: str = "cuda") -> np.ndarray:
+        """IO binding: the batch is copied to the device once and the output back once, with no
+        staging copies in between (``session.run`` with numpy does the same copies but also
+        allocates per call); ``device='cpu'`` runs the same path on the CPU for tests."""
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.input_name,
+                                    ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(batch), device, 0))
+        binding.bind_output(self.session.get_outputs()[0].name, device, 0)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
 
     def infer_checked(self, batch: np.ndarray) -> np.ndarray:
         """:meth:`infer`, with any runtime failure (CUDA, shape, ORT) as one clear ModelError."""
@@ -133,7 +172,7 @@ class Detector:
 
     def preprocess(self, img: np.ndarray) -> Letterboxed:
         m = self.manifest
-        return letterbox(img, m.input_size, m.stride, m.pad_value)
+        return letterbox(img, m.input_size, m.stride, m.pad_value, alloc=self.buffers.take)  # issue 13
 
     def detections(self, pred: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int, int],
                    threshold: float) -> list[dict[str, Any]]:
@@ -152,6 +191,8 @@ class RunConfig:
     workers: int | None = None
     threads: int | None = None
     providers: list[str] | None = None
+    precision: str = "fp32"  # issue 13: fp32 (parity reference) | fp16
+    provider: str | None = None  # issue 13: auto | cpu | cuda | tensorrt | openvino (None: as before)
     progress_every: float = 2.0  # seconds between progress-file writes; 0: no progress file
     classifier: Path | None = None  # issue 12: optional crop classifier (scoring/classifier.py)
     classifier_options: dict[str, Any] | None = None  # issue 12: open_stage keywords (country, ...)
@@ -270,7 +311,7 @@ def _prepare(det: Detector, source: ImageSource, item: ImageItem,
 def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
     """Score ``cfg.input`` into ``cfg.output``. Raises ModelError/InputError/StorageError/Interrupted."""
     t0 = time.monotonic()
-    det = detector or Detector(cfg.model, cfg.threads, cfg.providers)
+    det = detector or Detector(cfg.model, cfg.threads, cfg.providers, cfg.precision, cfg.provider)
     source = open_input(cfg.input)
     out = Location(cfg.output)
     out.check_writable()
@@ -312,14 +353,20 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
         group = pending.pop(shape, [])
         if not group:
             return
-        batch = (group[0][1].tensor[None] if len(group) == 1
-                 else np.stack([lb.tensor for _, lb in group]))
+        if len(group) == 1:
+            batch = group[0][1].tensor[None]
+        else:  # issue 13: into a reused batch buffer, returned (with the images') once scored
+            batch = np.stack([lb.tensor for _, lb in group],
+                             out=det.buffers.take((len(group), *group[0][1].tensor.shape)))
         preds = det.infer_checked(batch)
         stats.batches += 1
+        if len(group) > 1:
+            det.buffers.give(batch)
         for (item, lb), pred in zip(group, preds, strict=True):
             done[item.file] = _entry(item, det.detections(pred, shape, lb.orig_hw, cfg.threshold), None)
             if stage is not None and decoded is not None:  # issue 12
                 stage.add(decoded.pop(item.file), done[item.file]["detections"])
+            det.buffers.give(lb.tensor)  # issue 13: the letterbox buffer goes back to the pool
             stats.scored += 1
         since_ckpt += len(group)
         if delay:

@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="override the checkpoint's image size (default: its metadata, else 1280)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--name", default=None, help="model name for the manifest (default: file stem)")
+    p.add_argument("--fp16", action="store_true", help="also write the fp16 variant NAME.fp16.onnx")
     a = p.parse_args(argv)
     if not a.checkpoint.is_file():
         print(f"error: checkpoint not found: {a.checkpoint}", file=sys.stderr)
@@ -128,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: exporting {a.checkpoint.name} failed: {type(e).__name__}: {first}", file=sys.stderr)
         return 2
     print(out)
+    if a.fp16:  # issue 13: scoring.precision writes the half-precision variant beside it
+        from .precision import convert_to_fp16
+
+        print(convert_to_fp16(out))
     return 0
 
 

@@ -9,11 +9,14 @@ pad to the next stride multiple with 114, split evenly on both sides.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
+
+from . import jpeg
 
 # Larger than any camera-trap sensor (~100 MP); beyond it an image is a decompression bomb.
 MAX_PIXELS = 100_000_000
@@ -85,6 +88,10 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         orientation = exif.get(274, 1) if exif else 1
     except Exception:
         orientation = 1
+    if im.format == "JPEG" and im.mode == "RGB":  # issue 13: same pixels, about twice as fast
+        fast = jpeg.decode_rgb(data, orientation)
+        if fast is not None:
+            return fast
     try:
         im.load()
         im = _to_rgb8(im)
@@ -113,17 +120,24 @@ def letterbox_geometry(h: int, w: int, input_size: int, stride: int
     return (new_w, new_h), (top, bottom, left, right)
 
 
-def letterbox(img: np.ndarray, input_size: int = 1280, stride: int = 64, pad_value: int = 114
-              ) -> Letterboxed:
-    """HxWx3 uint8 RGB -> :class:`Letterboxed` (one float32 CHW buffer, no extra copies)."""
+def letterbox(img: np.ndarray, input_size: int = 1280, stride: int = 64, pad_value: int = 114,
+              alloc: Callable[[tuple[int, ...]], np.ndarray] | None = None) -> Letterboxed:
+    """HxWx3 uint8 RGB -> :class:`Letterboxed` (one float32 CHW buffer, no extra copies).
+
+    ``alloc(shape)`` may hand in a reused buffer (scoring.buffers); every element is written.
+    """
     h, w = img.shape[:2]
     (new_w, new_h), (top, bottom, left, right) = letterbox_geometry(h, w, input_size, stride)
     if (w, h) != (new_w, new_h):
         img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    out = np.empty((3, new_h + top + bottom, new_w + left + right), dtype=np.float32)
+    shape = (3, new_h + top + bottom, new_w + left + right)
+    out = alloc(shape) if alloc is not None else np.empty(shape, dtype=np.float32)
     pad = np.float32(pad_value) / np.float32(255.0)
-    if top or bottom or left or right:
-        out.fill(pad)
+    # the padding strips only (a reused buffer holds the previous image elsewhere)
+    out[:, :top, :] = pad
+    out[:, top + new_h:, :] = pad
+    out[:, top:top + new_h, :left] = pad
+    out[:, top:top + new_h, left + new_w:] = pad
     # HWC uint8 -> CHW float32 / 255 into the padded buffer (same float32 maths as torch's /= 255)
     view = out[:, top:top + new_h, left:left + new_w]
     np.divide(img.transpose(2, 0, 1), np.float32(255.0), out=view, dtype=np.float32)

@@ -69,7 +69,8 @@ def run_peer(pt: Path, images: list[str], tag: str, mode: str = "", model_type: 
             {Path(r["file"]).name: r.get("detections") for r in data["images"]})
 
 
-def run_ours(onnx_path: Path, images: list[str], tag: str) -> tuple[float, float, dict[str, list]]:
+def run_ours(onnx_path: Path, images: list[str], tag: str, provider: str | None = None,
+             precision: str = "fp32") -> tuple[float, float, dict[str, list]]:
     """(whole-call seconds, model-load seconds, detections by file name), timed like the peer.
 
     The model load (ORT session creation, the counterpart of MegaDetector's ``load_detector``) is
@@ -81,7 +82,7 @@ def run_ours(onnx_path: Path, images: list[str], tag: str) -> tuple[float, float
     lst.write_text(json.dumps(images))
     out = OUT / f"ours_{tag}.json"
     t0 = time.monotonic()
-    det = Detector(onnx_path)
+    det = Detector(onnx_path, provider=provider, precision=precision)
     load = time.monotonic() - t0
     run(RunConfig(model=onnx_path, input=str(lst), output=str(out), checkpoint_every=0), detector=det)
     seconds = time.monotonic() - t0
@@ -201,6 +202,8 @@ def main() -> int:
                     help="score the photos N times over (distinct copies in a temp folder, both tools)")
     ap.add_argument("--repeat", type=int, default=1, help="older name for --copies")
     ap.add_argument("--peer-queue", action="store_true", help="also time MegaDetector with its image queue")
+    ap.add_argument("--provider", default=None, help="our --provider (cpu, openvino, ...; issue 13)")
+    ap.add_argument("--precision", default="fp32", help="our --precision (fp32, fp16; issue 13)")
     a = ap.parse_args()
     copies = max(1, a.copies, a.repeat)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -235,7 +238,7 @@ def main() -> int:
         print(f"{len(images)} images ({len(src)} photos x {copies}), {os.cpu_count()} CPUs, "
               f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.2f}")
         peer_s, peer_load, peer = run_peer(pt, images, "default")
-        ours_s, ours_load, ours = run_ours(onnx_path, images, "default")
+        ours_s, ours_load, ours = run_ours(onnx_path, images, "default", a.provider, a.precision)
         q = run_peer(pt, images, "queue", "queue") if a.peer_queue else None
     n = len(images)
     peer_whole, peer_steady = rates(n, peer_s, peer_load)
@@ -247,6 +250,7 @@ def main() -> int:
         "ratio": round(peer_s / ours_s, 2),
         **compare(peer, ours, sizes),
         "copies": copies,
+        "ours_provider": a.provider or "default", "ours_precision": a.precision,
         "steady_state_method": "images / (whole-call seconds - model-load seconds measured inside the call: "
                                "MegaDetector's load_detector, our Detector/ORT session creation)",
         "megadetector_load_s": round(peer_load, 2),
