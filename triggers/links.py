@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets as pysecrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,10 +27,9 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from activities import services as sv
 from adapters import clock
-from adapters.errors import SecretNotFoundError
 from adapters.storage import LocalStore
+from batch.signing import derive_key
 
-SIGNING_SECRET = "mdb-link-signing-key"  # in the secret store (Key Vault in Azure), made on first use
 FILES_ROUTE = "detections/{id}/files/{name}"
 
 
@@ -57,12 +55,9 @@ def base_url_of(request_url: str) -> str:
 
 
 def _signing_key(svc: sv.Services) -> bytes:
-    try:
-        value = svc.secrets.get(SIGNING_SECRET)
-    except SecretNotFoundError:
-        svc.secrets.set(SIGNING_SECRET, pysecrets.token_urlsafe(32))
-        value = svc.secrets.get(SIGNING_SECRET)  # re-read: a concurrent first use may have won
-    return value.encode()
+    """The download links' key: derived from the service key (batch.signing), one secret for all
+    of the service's signatures, created once without races."""
+    return derive_key(svc.service_key(), "download-link/1")
 
 
 def signature(key: bytes, rid: str, file: str, caller: str, expires: int) -> str:
