@@ -67,6 +67,19 @@ def torch_python() -> Path:
     return py
 
 
+def torch_python_for_tests() -> Path:
+    """:func:`torch_python` for a test: skipped only on purpose (MDBATCH_SKIP_TORCH_TESTS=1), a
+    failure naming the fix when the interpreter is missing (never a silent skip)."""
+    import pytest  # here: the torch-venv half of this file runs without pytest
+
+    if os.environ.get("MDBATCH_SKIP_TORCH_TESTS") == "1":
+        pytest.skip("MDBATCH_SKIP_TORCH_TESTS=1: PyTorch tests skipped on purpose")
+    try:
+        return torch_python()
+    except TorchVenvMissing as e:
+        pytest.fail(str(e))
+
+
 def _run(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([str(torch_python()), *args], capture_output=True, text=True, cwd=REPO_ROOT,
                           timeout=timeout)

@@ -9,7 +9,6 @@ import contextlib
 import hashlib
 import http.server
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -28,12 +27,7 @@ PHOTOS = ("sample-cfz-01.jpg", "pheasant_web.jpg")
 
 @pytest.fixture(scope="module")
 def torch_py() -> Path:
-    if os.environ.get("MDBATCH_SKIP_TORCH_TESTS") == "1":
-        pytest.skip("MDBATCH_SKIP_TORCH_TESTS=1: PyTorch checkpoint tests skipped on purpose")
-    try:
-        return cf.torch_python()
-    except cf.TorchVenvMissing as e:
-        pytest.fail(str(e))
+    return cf.torch_python_for_tests()
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ box for box with MegaDetector-classic detections computed from the PyTorch model
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -38,12 +37,7 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def torch_py() -> Path:
-    if os.environ.get("MDBATCH_SKIP_TORCH_TESTS") == "1":
-        pytest.skip("MDBATCH_SKIP_TORCH_TESTS=1: PyTorch checkpoint tests skipped on purpose")
-    try:
-        return cf.torch_python()
-    except cf.TorchVenvMissing as e:
-        pytest.fail(str(e))
+    return cf.torch_python_for_tests()
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from scoring.classifier import Classifier
 from scoring.demo_model import draw_rect
 from scoring.engine import RunConfig, run
 from scoring.images import decode_image
+from tests import checkpoint_fixtures as cf
 from tests.conftest import REPO_ROOT
 from tests.scoring_fixtures import CLEAN_PHOTOS, load_results, model_dir, rect_model, save  # noqa: F401
 
@@ -29,14 +30,7 @@ HELPER = REPO_ROOT / "tests" / "speciesnet_checkpoint.py"
 
 
 def torch_python() -> Path:
-    if os.environ.get("MDBATCH_SKIP_TORCH_TESTS") == "1":
-        pytest.skip("MDBATCH_SKIP_TORCH_TESTS=1: PyTorch tests skipped on purpose")
-    env = os.environ.get("MDBATCH_TORCH_PYTHON")
-    py = Path(env) if env else REPO_ROOT / ".venv-torch" / "bin" / "python"
-    if not py.is_file():
-        raise RuntimeError(f"no PyTorch interpreter at {py}: make .venv-torch (`bash .ci/torch-venv.sh`) or "
-                           "point MDBATCH_TORCH_PYTHON at one; MDBATCH_SKIP_TORCH_TESTS=1 skips on purpose")
-    return py
+    return cf.torch_python_for_tests()
 
 
 def _torch(*args: str) -> subprocess.CompletedProcess[str]:
