@@ -34,11 +34,13 @@ class Parity:
 
 def compare(ref: dict[str, list[dict[str, Any]] | None], other: dict[str, list[dict[str, Any]] | None],
             sizes: dict[str, tuple[int, int]], threshold: float = 0.005, conf_tol: float = 0.01,
-            window_px: float = 8.0) -> Parity:
+            window_px: float = 8.0, side_slack: float = 0.0) -> Parity:
     """Match each ``ref`` box to the closest unused ``other`` box of the same category.
 
     ``ref``/``other``: detections by file; ``sizes``: (width, height) by file, to turn normalised
-    coordinates into pixels. A pair further apart than ``window_px`` or ``conf_tol`` is unmatched.
+    coordinates into pixels. A pair further apart than ``window_px`` (plus ``side_slack`` times the
+    image's longer side: e.g. 1e-4 for one step of the format's 4-decimal truncation) or
+    ``conf_tol`` is unmatched.
     """
     p = Parity()
     for name in sorted(set(ref) | set(other)):
@@ -48,6 +50,7 @@ def compare(ref: dict[str, list[dict[str, Any]] | None], other: dict[str, list[d
             continue
         p.images += 1
         w, h = sizes[name]
+        window = window_px + side_slack * max(w, h)
         used: set[int] = set()
         for r in rdets:
             p.boxes += 1
@@ -60,7 +63,7 @@ def compare(ref: dict[str, list[dict[str, Any]] | None], other: dict[str, list[d
                 key = (d, abs(r["conf"] - o["conf"]), j)
                 if best is None or key < best:
                     best = key
-            if best is None or best[0] > window_px or best[1] > conf_tol:
+            if best is None or best[0] > window or best[1] > conf_tol:
                 p.unmatched += 1
                 if r["conf"] < threshold + conf_tol:
                     p.unmatched_near_threshold += 1

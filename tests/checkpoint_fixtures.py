@@ -115,36 +115,19 @@ def reference(pt: Path, images: list[Path], out: Path, threshold: float = 0.005)
 
 def compare(ref: dict[str, list[dict]], ours: dict[str, list[dict]], sizes: dict[str, tuple[int, int]],
             px_tol: float = 1.0, conf_tol: float = 0.001) -> dict[str, Any]:
-    """Pair each reference box with one of ours (same category, closest); count what is left over.
+    """Pair each reference box with one of ours (same category, closest); count what is left over
+    (`scoring.parity.compare`, the benchmarks' matcher).
 
     Both sides round boxes to whole pixels and then truncate normalised coordinates to 4 decimals,
     so a coordinate sitting on a .5 pixel boundary (where float32 ORT and torch may round apart)
     shows up as ``px_tol`` plus at most one truncation step (1e-4 of the side); that much counts
     as the same box.
     """
-    n, unmatched, max_px, max_conf = 0, 0, 0.0, 0.0
-    for name, rdets in ref.items():
-        odets = list(ours.get(name) or [])
-        w, h = sizes[name]
-        used: set[int] = set()
-        for r in rdets:
-            n += 1
-            best: tuple[float, float, int] | None = None
-            for j, o in enumerate(odets):
-                if j in used or o["category"] != r["category"]:
-                    continue
-                d = max(abs(a - b) * (w if k % 2 == 0 else h)
-                        for k, (a, b) in enumerate(zip(r["bbox"], o["bbox"], strict=True)))
-                c = abs(r["conf"] - o["conf"])
-                if best is None or (d, c) < best[:2]:
-                    best = (d, c, j)
-            if best is None or best[0] > px_tol + 1e-4 * max(w, h) + 1e-6 or best[1] > conf_tol + 1e-9:
-                unmatched += 1
-                continue
-            used.add(best[2])
-            max_px, max_conf = max(max_px, best[0]), max(max_conf, best[1])
-        unmatched += len(odets) - len(used)
-    return {"boxes": n, "unmatched": unmatched, "max_px": round(max_px, 3), "max_conf": round(max_conf, 4)}
+    from scoring.parity import compare as match  # here: the torch-venv half runs without scoring
+
+    p = match(ref, ours, sizes, conf_tol=conf_tol + 1e-9, window_px=px_tol + 1e-6, side_slack=1e-4)
+    return {"boxes": p.boxes, "unmatched": p.unmatched, "max_px": round(p.max_px, 3),
+            "max_conf": round(p.max_conf, 4)}
 
 
 # --------------------------------------------------------------------------------------------

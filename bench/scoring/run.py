@@ -24,6 +24,8 @@ PEER_PY = PEER / "bin" / "python"
 OUT = REPO / "bench" / "out" / "scoring"
 sys.path.insert(0, str(REPO))
 
+from scoring.parity import compare as parity_compare  # noqa: E402  (the repository on the path first)
+
 PEER_PACKAGES = [
     ["torch==2.14.1", "torchvision==0.29.1", "yolov5==7.0.14", "ultralytics==8.4.190",
      "yolov9pip==0.0.4"],
@@ -108,35 +110,12 @@ def rates(n: int, whole_s: float, load_s: float) -> tuple[float, float]:
 
 
 def compare(peer: dict[str, list], ours: dict[str, list], sizes: dict[str, tuple[int, int]]) -> dict:
-    """Match each peer box to our box of the same category with the highest IoU."""
-    max_px, max_conf, unmatched, n_boxes, n_images = 0.0, 0.0, 0, 0, 0
-    for name, pdets in peer.items():
-        odets = ours.get(name)
-        if not pdets or not odets:
-            continue
-        n_images += 1
-        w, h = sizes[name]
-        used: set[int] = set()
-        for p in pdets:
-            n_boxes += 1
-            best, best_d = None, None
-            for j, o in enumerate(odets):
-                if j in used or o["category"] != p["category"]:
-                    continue
-                d = max(abs(a - b) * (w if k % 2 == 0 else h)
-                        for k, (a, b) in enumerate(zip(p["bbox"], o["bbox"], strict=True)))
-                cd = abs(p["conf"] - o["conf"])
-                key = (d, cd)
-                if best_d is None or key < best_d:
-                    best, best_d = j, key
-            if best is None or best_d is None or best_d[0] > 4 or best_d[1] > 0.01:
-                unmatched += 1
-                continue
-            used.add(best)
-            max_px, max_conf = max(max_px, best_d[0]), max(max_conf, best_d[1])
-        unmatched += len(odets) - len(used)
-    return {"images_compared": n_images, "peer_boxes": n_boxes, "unmatched_boxes": unmatched,
-            "max_box_diff_px": round(max_px, 3), "max_conf_diff": round(max_conf, 4)}
+    """Match each peer box to our closest box of the same category (`scoring.parity`, 4 px /
+    0.01 conf window); boxes left over on either side, or on an image only one tool scored, count
+    as unmatched."""
+    p = parity_compare(peer, ours, sizes, conf_tol=0.01, window_px=4.0)
+    return {"images_compared": p.images, "peer_boxes": p.boxes, "unmatched_boxes": p.unmatched,
+            "max_box_diff_px": round(p.max_px, 3), "max_conf_diff": round(p.max_conf, 4)}
 
 
 FAMILIES = ("v5", "spruce", "redwood", "cedar", "larch", "sorrel")
