@@ -197,3 +197,13 @@ def recording_transport(handler: Handler) -> tuple[Any, RecordingAdapter]:
     session = requests.Session()
     session.mount("https://", adapter)
     return RequestsTransport(session=session, session_owner=False), adapter
+
+
+def vault_challenge(req: Recorded) -> tuple[int, dict[str, str], Any] | None:
+    """Key Vault's answer to a request without a token (the SDK's challenge-based auth starts
+    with it), or None when the request carries one."""
+    if "authorization" in {k.lower() for k in req.headers}:
+        return None
+    challenge = ('Bearer authorization="https://login.microsoftonline.com/tenant-id", '
+                 'resource="https://vault.azure.net"')
+    return 401, {"WWW-Authenticate": challenge}, {"error": {"code": "Unauthorized"}}

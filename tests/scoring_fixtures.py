@@ -78,3 +78,17 @@ def jpeg_bytes(img: np.ndarray, **kw: Any) -> bytes:
 def assert_box(actual: list[float], expected: list[float], tol: float) -> None:
     diffs = [abs(a - e) for a, e in zip(actual, expected, strict=True)]
     assert max(diffs) <= tol, f"box {actual} != expected {expected} (tol {tol:.5f}, diffs {diffs})"
+
+
+def plant_boxes(dest: Path, camera_trap_dir: Path, boxes: dict[str, tuple[float, float, float, float]],
+                n: int = 3) -> Path:
+    """The first ``n`` clean shared photos as PNGs in ``dest``, each with the rectangle model's
+    colour for every category painted at its box (normalised x, y, w, h)."""
+    from scoring.demo_model import draw_rect
+
+    for name in CLEAN_PHOTOS[:n]:
+        img = np.asarray(Image.open(camera_trap_dir / name).convert("RGB")).copy()
+        for cat, box in boxes.items():
+            draw_rect(img, cat, box)
+        save(img, dest / f"{Path(name).stem}.png")
+    return dest

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from adapters_fixtures import FakeCredential, Recorded, recording_transport
+from adapters_fixtures import FakeCredential, Recorded, recording_transport, vault_challenge
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
 from adapters.errors import AdapterError, SecretNotFoundError
@@ -34,10 +34,8 @@ class FakeVault:
 
     def __call__(self, req: Recorded) -> tuple[int, dict[str, str], Any]:
         parts = urlsplit(req.url)
-        if "authorization" not in {k.lower() for k in req.headers}:
-            challenge = ('Bearer authorization="https://login.microsoftonline.com/tenant-id", '
-                         'resource="https://vault.azure.net"')
-            return 401, {"WWW-Authenticate": challenge}, {"error": {"code": "Unauthorized"}}
+        if (answer := vault_challenge(req)) is not None:
+            return answer
         assert "api-version=" in parts.query
         segs = [s for s in parts.path.split("/") if s]
         if segs[0] == "secrets" and req.method == "GET":

@@ -5,22 +5,18 @@ refused with one clear line."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import http.server
 import json
 import shutil
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from tests import checkpoint_fixtures as cf
-from tests.cli_fixtures import run_cli
+from tests.cli_fixtures import file_server, run_cli
 
 PHOTOS = ("sample-cfz-01.jpg", "pheasant_web.jpg")
 
@@ -30,26 +26,7 @@ def torch_py() -> Path:
     return cf.torch_python_for_tests()
 
 
-@contextlib.contextmanager
-def serve(folder: Path) -> Iterator[tuple[str, list[str]]]:
-    """A loopback HTTP server for ``folder``: (base URL, request paths seen); 404 for anything else."""
-    seen: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a: object, **kw: object) -> None:
-            super().__init__(*a, directory=str(folder), **kw)  # type: ignore[arg-type]
-
-        def log_message(self, *_a: object) -> None:
-            seen.append(self.path)
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}", seen
-    finally:
-        srv.shutdown()
-        srv.server_close()
+serve = file_server  # the release URL's stand-in
 
 
 def _override(tmp: Path, url: str, md5: str) -> Path:

@@ -16,16 +16,21 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from scoring.classifier import Classifier
 from scoring.classifier_demo import build_colour_classifier
 from scoring.classifier_ensemble import load_taxonomy_map, speciesnet_parts
 from scoring.classifier_manifest import label_from
-from scoring.demo_model import draw_rect
 from scoring.engine import RunConfig, run
 from scoring.images import decode_image
-from tests.scoring_fixtures import CLEAN_PHOTOS, load_results, model_dir, rect_model, save  # noqa: F401
+from tests.scoring_fixtures import (  # noqa: F401
+    CLEAN_PHOTOS,
+    load_results,
+    model_dir,
+    plant_boxes,
+    rect_model,
+    save,
+)
 
 SN = speciesnet_parts()
 C = SN.constants.Classification
@@ -66,12 +71,7 @@ def speciesnet_like(model_dir: Path) -> Path:  # noqa: F811
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory, camera_trap_dir: Path) -> Path:
     src = tmp_path_factory.mktemp("ens-photos")
-    for name in CLEAN_PHOTOS[:3]:
-        img = np.asarray(Image.open(camera_trap_dir / name).convert("RGB")).copy()
-        for cat, box in BOXES.items():
-            draw_rect(img, cat, box)
-        save(img, src / f"{Path(name).stem}.png")
-    return src
+    return plant_boxes(src, camera_trap_dir, BOXES)
 
 
 def _expected(results: dict[str, Any], src: Path, clf_path: Path, country: str | None,

@@ -16,15 +16,20 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from scoring.classifier import Classifier
-from scoring.demo_model import draw_rect
 from scoring.engine import RunConfig, run
 from scoring.images import decode_image
 from tests import checkpoint_fixtures as cf
 from tests.conftest import REPO_ROOT
-from tests.scoring_fixtures import CLEAN_PHOTOS, load_results, model_dir, rect_model, save  # noqa: F401
+from tests.scoring_fixtures import (  # noqa: F401
+    CLEAN_PHOTOS,
+    load_results,
+    model_dir,
+    plant_boxes,
+    rect_model,
+    save,
+)
 
 HELPER = REPO_ROOT / "tests" / "speciesnet_checkpoint.py"
 
@@ -56,12 +61,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def planted(tmp_path_factory: pytest.TempPathFactory, camera_trap_dir: Path) -> Path:
     src = tmp_path_factory.mktemp("sn-photos")
     boxes = {"1": (0.12, 0.2, 0.3, 0.35), "2": (0.55, 0.1, 0.2, 0.4), "3": (0.5, 0.6, 0.35, 0.25)}
-    for name in CLEAN_PHOTOS[:3]:
-        img = np.asarray(Image.open(camera_trap_dir / name).convert("RGB")).copy()
-        for cat, box in boxes.items():
-            draw_rect(img, cat, box)
-        save(img, src / f"{Path(name).stem}.png")
-    return src
+    return plant_boxes(src, camera_trap_dir, boxes)
 
 
 def test_manifest_of_the_export(exported: tuple[Path, Path]) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cli_fixtures import REPO_ROOT, free_port, run_cli
+from cli_fixtures import file_server as serve_folder
 
 from mdbatch import models
 from mdbatch.errors import CliError
@@ -128,21 +127,8 @@ def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root = tmp_path / "served"
     root.mkdir()
 
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):  # type: ignore[no-untyped-def]
-            super().__init__(*a, directory=str(root), **kw)
-
-        def log_message(self, *a) -> None:  # type: ignore[no-untyped-def]
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}/", root
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with serve_folder(root) as (url, _):
+        yield url + "/", root
 
 
 def _known(monkeypatch: pytest.MonkeyPatch, url: str, md5: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from adapters_fixtures import FakeCredential, Recorded, recording_transport
+from adapters_fixtures import FakeCredential, Recorded, recording_transport, vault_challenge
 
 from adapters.errors import AdapterError
 from adapters.secrets import SERVICE_KEY_NAME, KeyVaultSecretStore, LocalSecretStore, service_key
@@ -34,10 +34,8 @@ class VersionedVault:
 
     def __call__(self, req: Recorded) -> tuple[int, dict[str, str], Any]:
         parts = urlsplit(req.url)
-        if "authorization" not in {k.lower() for k in req.headers}:
-            challenge = ('Bearer authorization="https://login.microsoftonline.com/tenant-id", '
-                         'resource="https://vault.azure.net"')
-            return 401, {"WWW-Authenticate": challenge}, {"error": {"code": "Unauthorized"}}
+        if (answer := vault_challenge(req)) is not None:
+            return answer
         segs = [s for s in parts.path.split("/") if s]
         if segs[0] != "secrets":
             return 400, {}, {"error": {"code": "BadRequest", "message": parts.path}}
