@@ -3,12 +3,13 @@
     .venv/bin/python bench/cpu_paths.py [--model bench/out/scoring/md_random_s6.onnx]
         [--images DIR] [--limit 6] [--rounds 3] [--int8]
 
-Runs each candidate (ONNX Runtime session/threading/graph options, OpenVINO's runtime, optionally
-int8) on the same letterboxed photos, rotating the order every round so machine load hits all
-alike, and prints ms per image (median over rounds) and, per candidate, the largest raw-output
-difference and the box parity (pixels / conf over matched boxes) against the baseline, which is
-the scorer's current ONNX Runtime setup. "identical" means 1 px / 0.001 conf (the bar against
-MegaDetector). Writes bench/out/cpu_paths.json.
+Runs each candidate (ONNX Runtime session/threading/graph options, the scorer's inference
+streams, OpenVINO's runtime, optionally int8) on the same letterboxed photos, rotating the order
+every round so machine load hits all alike, and prints ms per image (median over rounds; it is
+throughput, so two streams scoring two images at once count half each) and, per candidate, the
+largest raw-output difference and the box parity (pixels / conf over matched boxes) against the
+reference, one ONNX Runtime session on every core (the scorer before streams). "identical" means
+1 px / 0.001 conf (the bar against MegaDetector). Writes bench/out/cpu_paths.json.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +35,41 @@ from scoring.images import decode_image  # noqa: E402
 from scoring.parity import compare  # noqa: E402
 
 Runner = Callable[[np.ndarray], np.ndarray]
+Many = Callable[[list[np.ndarray]], list[np.ndarray]]  # every input, in order; may run them at once
+
+
+def one_by_one(r: Runner) -> Many:
+    return lambda xs: [r(x) for x in xs]
+
+
+def streams_runner(model: Path) -> Many:
+    """The scorer's inference streams (scoring/streams.py): its sessions score different images at
+    once, each on its share of the cores, fed in order from one list."""
+    det = Detector(model, provider="cpu")
+    if det.streams < 2:
+        print("note: one stream on this machine (fewer than two cores)", flush=True)
+
+    def many(xs: list[np.ndarray]) -> list[np.ndarray]:
+        out: list[np.ndarray | None] = [None] * len(xs)
+        next_i = iter(range(len(xs)))
+        lock = threading.Lock()
+
+        def loop(session: Any) -> None:
+            while True:
+                with lock:
+                    i = next(next_i, None)
+                if i is None:
+                    return
+                out[i] = det.infer(xs[i], session)
+
+        workers = [threading.Thread(target=loop, args=(s,)) for s in det.sessions]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return [o for o in out if o is not None]
+
+    return many
 
 
 def ort_runner(model: Path, *, level: str = "ALL", threads: int | None = None, spin: bool = False,
@@ -104,24 +141,27 @@ def main() -> int:
         img = decode_image(p.read_bytes())
         inputs.append((p.name, det.preprocess(img), (img.shape[1], img.shape[0])))
     sizes = {n: wh for n, _, wh in inputs}
-    cands: dict[str, Callable[[], Runner]] = {
-        "ort_all_2t (current)": lambda: ort_runner(a.model),
-        "ort_all_spin": lambda: ort_runner(a.model, spin=True),
-        "ort_extended": lambda: ort_runner(a.model, level="EXTENDED"),
-        "ort_all_nodenormal": lambda: ort_runner(a.model, extra={"session.set_denormal_as_zero": "1"}),
-        "openvino_latency": lambda: ov_runner(a.model),
-        "openvino_throughput": lambda: ov_runner(a.model, "THROUGHPUT"),
+    base_name = "ort_all_1stream (reference)"
+    cands: dict[str, Callable[[], Many]] = {
+        base_name: lambda: one_by_one(ort_runner(a.model)),
+        "ort_streams (current)": lambda: streams_runner(a.model),
+        "ort_all_spin": lambda: one_by_one(ort_runner(a.model, spin=True)),
+        "ort_extended": lambda: one_by_one(ort_runner(a.model, level="EXTENDED")),
+        "ort_all_nodenormal": lambda: one_by_one(
+            ort_runner(a.model, extra={"session.set_denormal_as_zero": "1"})),
+        "openvino_latency": lambda: one_by_one(ov_runner(a.model)),
+        "openvino_throughput": lambda: one_by_one(ov_runner(a.model, "THROUGHPUT")),
     }
     if a.int8:
         q = int8_model(a.model, [lb.tensor for _, lb, _ in inputs[:4]])
-        cands["ort_int8_qdq (explicit option only)"] = lambda: ort_runner(q)
+        cands["ort_int8_qdq (explicit option only)"] = lambda: one_by_one(ort_runner(q))
     if a.only:
         keep = {s.strip() for s in a.only.split(",")}
-        cands = {k: v for k, v in cands.items() if k.split(" ")[0] in keep or k == "ort_all_2t (current)"}
+        cands = {k: v for k, v in cands.items() if k.split(" ")[0] in keep or k == base_name}
     runners = {k: f() for k, f in cands.items()}
     raw: dict[str, list[np.ndarray]] = {}
     for k, r in runners.items():  # warm-up: one run per shape (also the outputs compared)
-        raw[k] = [r(lb.tensor[None]) for _, lb, _ in inputs]
+        raw[k] = r([lb.tensor[None] for _, lb, _ in inputs])
     times: dict[str, list[float]] = {k: [] for k in runners}
     names = list(runners)
     print(f"{len(inputs)} photos x {a.rounds} rounds, {os.cpu_count()} CPUs, "
@@ -130,8 +170,7 @@ def main() -> int:
         order = names[rnd % len(names):] + names[: rnd % len(names)]
         for k in order:
             t = time.perf_counter()
-            for _, lb, _ in inputs:
-                runners[k](lb.tensor[None])
+            runners[k]([lb.tensor[None] for _, lb, _ in inputs])
             times[k].append((time.perf_counter() - t) / len(inputs) * 1000)
         line = ", ".join(f"{k.split(' ')[0]} {times[k][-1]:.0f}" for k in names)
         print(f"round {rnd + 1}: {line}", flush=True)

@@ -47,7 +47,7 @@ def null_detector() -> Detector:
     det = Detector(model, provider="cpu")
     nout = 8
 
-    def infer(batch: np.ndarray) -> np.ndarray:
+    def infer(batch: np.ndarray, session: object = None) -> np.ndarray:
         return np.zeros((len(batch), 0, nout), np.float32)
 
     det.infer = infer  # type: ignore[method-assign]

@@ -31,7 +31,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--progress-every", type=float, default=2.0,
                    help="write OUTPUT.progress.json at most every S seconds (0: no progress file)")
     p.add_argument("--workers", type=int, default=None, help="fetch/decode threads")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="ONNX Runtime threads in all (default: every core), split over --streams")
+    p.add_argument("--streams", type=int, default=None,
+                   help="CPU inference sessions scoring at once, each with its share of --threads "
+                        "(default: one per four threads, 2-4; always 1 on a GPU)")
     p.add_argument("--classifier", default=None,
                    help="optional crop classifier (ONNX + its mdbatch-classifier manifest) run on "
                         "animal detections after detection")
@@ -57,13 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if args.batch_size is not None and args.batch_size < 1:
-        print("error: --batch-size must be >= 1", file=sys.stderr)
-        return EXIT_ERROR
+    for flag, value in (("--batch-size", args.batch_size), ("--streams", args.streams),
+                        ("--threads", args.threads)):
+        if value is not None and value < 1:
+            print(f"error: {flag} must be >= 1", file=sys.stderr)
+            return EXIT_ERROR
     cfg = RunConfig(model=Path(args.model), input=args.input, output=args.output,
                     threshold=args.threshold, batch_size=args.batch_size,
                     checkpoint_every=args.checkpoint_every,
                     progress_every=args.progress_every, workers=args.workers, threads=args.threads,
+                    streams=args.streams,
                     providers=["CPUExecutionProvider"] if args.cpu else None,
                     classifier=Path(args.classifier) if args.classifier else None,
                     classifier_options={"country": args.country, "admin1_region": args.admin1_region,

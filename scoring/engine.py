@@ -33,10 +33,14 @@ from .postprocess import select, to_detections
 from .progress import ProgressFile
 from .sessions import default_providers, preload_cuda, session_options
 from .storage import Location, StorageError
+from .streams import StreamPlan, StreamPool, plan_streams
 
 log = logging.getLogger("scoring")
 CHECKPOINT_SUFFIX = ".checkpoint.json"
 CHECKPOINT_FORMAT = "mdbatch-checkpoint/1"
+
+
+GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"})
 
 
 class ModelError(Exception):
@@ -68,7 +72,7 @@ class Detector:
 
     def __init__(self, model_path: Path, threads: int | None = None,
                  providers: list[str] | None = None, precision: str = "fp32",
-                 provider: str | None = None) -> None:
+                 provider: str | None = None, streams: int | None = None) -> None:
         model_path = Path(model_path)
         if not model_path.is_file():
             raise ModelError(f"model not found: {model_path}")
@@ -86,7 +90,7 @@ class Detector:
         # --- end issue 13 ------------------------------------------------------------------------
         import onnxruntime as ort
 
-        so = session_options(threads or cpu_count())
+        total_threads = threads or cpu_count()
         available = ort.get_available_providers()
         # --- issue 13: --provider NAME builds the list with tuned options; openvino swaps the runtime
         if providers is None and provider is not None:
@@ -94,9 +98,11 @@ class Detector:
                 from .ov_backend import OpenVINOSession
 
                 try:
-                    self.session = OpenVINOSession(model_path, threads or cpu_count())
+                    self.session = OpenVINOSession(model_path, total_threads)
                 except Exception as e:
                     raise ModelError(f"cannot load model {model_path} with OpenVINO: {e}") from None
+                self.sessions = [self.session]  # OpenVINO splits the cores itself
+                self.plan = StreamPlan(1, total_threads)
                 self._finish_init(model_path, available)
                 return
             try:
@@ -107,12 +113,22 @@ class Detector:
         if providers is None:
             providers = default_providers(available)
         preload_cuda(providers)
+        try:  # several CPU sessions scoring at once (scoring/streams.py); one on a GPU
+            self.plan = plan_streams(total_threads, streams, on_gpu=bool(set(providers) & GPU_PROVIDERS))
+        except ValueError as e:
+            raise ModelError(str(e)) from None
+
+        def load(_: int) -> Any:
+            return ort.InferenceSession(str(model_path), sess_options=session_options(self.plan.threads),
+                                        providers=providers, provider_options=provider_options)
+
         try:
-            self.session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers,
-                                                provider_options=provider_options)
+            with ThreadPoolExecutor(max_workers=self.plan.streams) as pool:  # ORT loads without the GIL
+                self.sessions = list(pool.map(load, range(self.plan.streams)))
         except Exception as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"cannot load model {model_path}: {msg}") from None
+        self.session = self.sessions[0]
         self._finish_init(model_path, available)
 
     def _finish_init(self, model_path: Path, available: list[str]) -> None:
@@ -142,30 +158,37 @@ class Detector:
                                  f"{len(self.category_ids)}: every class needs a category")
         self.sha256 = self.manifest.sha256 or file_sha256(model_path)
         self.buffers = BufferPool(keep_per_shape=32)  # issue 13: reused letterbox/batch buffers
-        self.on_gpu = self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        self.on_gpu = self.providers[0] in GPU_PROVIDERS
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        if self.on_gpu and hasattr(self.session, "io_binding"):  # issue 13: one upload, one download
-            return self._infer_bound(batch)
-        return self.session.run(None, {self.input_name: batch})[0]
+    @property
+    def streams(self) -> int:
+        return len(self.sessions)
 
-    def _infer_bound(self, batch: np.ndarray, device: str = "cuda") -> np.ndarray:
+    def infer(self, batch: np.ndarray, session: Any = None) -> np.ndarray:
+        """Raw model output for ``batch``, on ``session`` (one of :attr:`sessions`; default the first)."""
+        session = session if session is not None else self.session
+        if self.on_gpu and hasattr(session, "io_binding"):  # issue 13: one upload, one download
+            return self._infer_bound(batch, session=session)
+        return session.run(None, {self.input_name: batch})[0]
+
+    def _infer_bound(self, batch: np.ndarray, device: str = "cuda", session: Any = None) -> np.ndarray:
         """IO binding: the batch is copied to the device once and the output back once, with no
         staging copies in between (``session.run`` with numpy does the same copies but also
         allocates per call); ``device='cpu'`` runs the same path on the CPU for tests."""
         import onnxruntime as ort
 
-        binding = self.session.io_binding()
+        session = session if session is not None else self.session
+        binding = session.io_binding()
         binding.bind_ortvalue_input(self.input_name,
                                     ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(batch), device, 0))
-        binding.bind_output(self.session.get_outputs()[0].name, device, 0)
-        self.session.run_with_iobinding(binding)
+        binding.bind_output(session.get_outputs()[0].name, device, 0)
+        session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
 
-    def infer_checked(self, batch: np.ndarray) -> np.ndarray:
+    def infer_checked(self, batch: np.ndarray, session: Any = None) -> np.ndarray:
         """:meth:`infer`, with any runtime failure (CUDA, shape, ORT) as one clear ModelError."""
         try:
-            return self.infer(batch)
+            return self.infer(batch, session)
         except Exception as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"inference failed on a batch of {len(batch)}: {msg[:300]}") from None
@@ -178,6 +201,24 @@ class Detector:
                    threshold: float) -> list[dict[str, Any]]:
         det = select(pred, self.manifest.layout, threshold)
         return to_detections(det, input_hw, orig_hw, threshold, self.category_ids, self.manifest.layout)
+
+
+Group = list[tuple[ImageItem, Letterboxed]]  # images of one input shape, scored as one batch
+
+
+@dataclass
+class _Slot:
+    """One thing the scoring loop completes in input order: a batch on a stream, or a failure."""
+
+    future: Future[list[list[dict[str, Any]]]] | None = None
+    group: Group | None = None
+    batch: np.ndarray | None = None
+    item: ImageItem | None = None
+    failure: str | None = None
+    retryable: bool = False
+
+    def ready(self) -> bool:
+        return self.future is None or self.future.done()
 
 
 @dataclass
@@ -196,6 +237,7 @@ class RunConfig:
     progress_every: float = 2.0  # seconds between progress-file writes; 0: no progress file
     classifier: Path | None = None  # issue 12: optional crop classifier (scoring/classifier.py)
     classifier_options: dict[str, Any] | None = None  # issue 12: open_stage keywords (country, ...)
+    streams: int | None = None  # concurrent CPU inference sessions (scoring/streams.py); None: auto
 
 
 @dataclass
@@ -311,14 +353,15 @@ def _prepare(det: Detector, source: ImageSource, item: ImageItem,
 def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
     """Score ``cfg.input`` into ``cfg.output``. Raises ModelError/InputError/StorageError/Interrupted."""
     t0 = time.monotonic()
-    det = detector or Detector(cfg.model, cfg.threads, cfg.providers, cfg.precision, cfg.provider)
+    det = detector or Detector(cfg.model, cfg.threads, cfg.providers, cfg.precision, cfg.provider,
+                               streams=cfg.streams)
     source = open_input(cfg.input)
     out = Location(cfg.output)
     out.check_writable()
     ncpu = cpu_count()
     batch_size = cfg.batch_size or (8 if det.on_gpu else 1)
     workers = cfg.workers or (min(16, 4 * ncpu) if det.on_gpu else max(2, ncpu))
-    window = workers + 2 * batch_size
+    window = workers + 2 * batch_size * det.streams
     delay = float(os.environ.get("MDBATCH_SCORING_DELAY_MS", "0")) / 1000.0  # tests only
 
     # --- issue 12: optional classification stage (None: the run is exactly as without it) ---
@@ -346,10 +389,14 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
             old_handlers[sig] = signal.signal(sig, lambda *_: stop.set())
 
     since_ckpt = 0
-    pending: dict[tuple[int, int], list[tuple[ImageItem, Letterboxed]]] = collections.defaultdict(list)
+    pending: dict[tuple[int, int], Group] = collections.defaultdict(list)
+
+    # Everything that finishes an image, in input order: batches on the streams (scoring/streams.py)
+    # and failures. Completing them strictly in this order, with the checkpoint test after each,
+    # makes what a run writes (and when the classifier's batches close) independent of timing.
+    inflight: collections.deque[_Slot] = collections.deque()
 
     def flush(shape: tuple[int, int]) -> None:
-        nonlocal since_ckpt
         group = pending.pop(shape, [])
         if not group:
             return
@@ -358,19 +405,44 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
         else:  # issue 13: into a reused batch buffer, returned (with the images') once scored
             batch = np.stack([lb.tensor for _, lb in group],
                              out=det.buffers.take((len(group), *group[0][1].tensor.shape)))
-        preds = det.infer_checked(batch)
-        stats.batches += 1
-        if len(group) > 1:
-            det.buffers.give(batch)
-        for (item, lb), pred in zip(group, preds, strict=True):
-            done[item.file] = _entry(item, det.detections(pred, shape, lb.orig_hw, cfg.threshold), None)
-            if stage is not None and decoded is not None:  # issue 12
-                stage.add(decoded.pop(item.file), done[item.file]["detections"])
-            det.buffers.give(lb.tensor)  # issue 13: the letterbox buffer goes back to the pool
-            stats.scored += 1
-        since_ckpt += len(group)
-        if delay:
-            time.sleep(delay * len(group))
+
+        def score(session: Any) -> list[list[dict[str, Any]]]:
+            preds = det.infer_checked(batch, session)
+            return [det.detections(pred, shape, lb.orig_hw, cfg.threshold)
+                    for (_, lb), pred in zip(group, preds, strict=True)]
+
+        inflight.append(_Slot(streams.submit(score), group, batch))
+        settle(det.streams)
+
+    def settle(limit: int) -> None:
+        """Complete finished slots at the head, and the oldest until at most ``limit`` batches are
+        in flight (one waiting per stream keeps every stream busy)."""
+        nonlocal since_ckpt
+        while inflight and (inflight[0].ready() or sum(1 for x in inflight if x.future is not None) > limit):
+            slot = inflight.popleft()
+            if slot.failure is not None:
+                done[slot.item.file] = _entry(slot.item, None, slot.failure)
+                if slot.retryable:
+                    retry.add(slot.item.file)
+                stats.failed += 1
+                since_ckpt += 1
+                maybe_checkpoint()
+                continue
+            assert slot.future is not None and slot.group is not None
+            found = slot.future.result()  # a ModelError from the stream surfaces here
+            stats.batches += 1
+            if len(slot.group) > 1 and slot.batch is not None:
+                det.buffers.give(slot.batch)
+            for (item, lb), dets in zip(slot.group, found, strict=True):
+                done[item.file] = _entry(item, dets, None)
+                if stage is not None and decoded is not None:  # issue 12
+                    stage.add(decoded.pop(item.file), dets)
+                det.buffers.give(lb.tensor)  # issue 13: the letterbox buffer goes back to the pool
+                stats.scored += 1
+            since_ckpt += len(slot.group)
+            if delay:
+                time.sleep(delay * len(slot.group))
+            maybe_checkpoint()
 
     def maybe_checkpoint() -> None:
         nonlocal since_ckpt
@@ -381,7 +453,8 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
             since_ckpt = 0
 
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
+        with StreamPool(det.sessions) as streams, \
+                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
             queue: collections.deque[Future[Any]] = collections.deque()
             it = iter(todo)
             for nxt in it:
@@ -394,18 +467,15 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
                     queue.append(pool.submit(_prepare, det, source, nxt, decoded))
                     break
                 if failure is not None or lb is None:
-                    done[item.file] = _entry(item, None, failure or "image access failure")
-                    if retryable:
-                        retry.add(item.file)
-                    stats.failed += 1
-                    since_ckpt += 1
+                    inflight.append(_Slot(item=item, failure=failure or "image access failure",
+                                          retryable=retryable))
+                    settle(det.streams)
                 else:
                     pending[lb.shape].append((item, lb))
                     if len(pending[lb.shape]) >= batch_size:
                         flush(lb.shape)
                     elif sum(len(v) for v in pending.values()) >= 2 * batch_size:
                         flush(max(pending, key=lambda k: len(pending[k])))
-                maybe_checkpoint()
                 progress.update(len(done), resumed_failed + stats.failed)
             if stop.is_set():
                 for f in queue:
@@ -414,6 +484,7 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
             else:
                 for shape in list(pending):
                     flush(shape)
+            settle(0)  # what the streams scored lands in the results (or the checkpoint)
         if stage is not None:  # issue 12
             stage.flush()
         if stop.is_set():
@@ -435,7 +506,8 @@ def run(cfg: RunConfig, detector: Detector | None = None) -> RunStats:
         for sig, h in old_handlers.items():
             signal.signal(sig, h)
     stats.seconds = time.monotonic() - t0
-    stats.extra = {"batch_size": batch_size, "workers": workers, "providers": det.providers}
+    stats.extra = {"batch_size": batch_size, "workers": workers, "providers": det.providers,
+                   "streams": det.streams, "threads_per_stream": det.plan.threads}
     if stage is not None:  # issue 12
         stats.extra.update(classified_crops=stage.crops, classifier_batches=stage.batches)
     return stats

@@ -127,11 +127,11 @@ class _FailingDetector(Detector):
 
     calls = 0
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def infer(self, batch: np.ndarray, session: object = None) -> np.ndarray:
         self.calls += 1
         if self.calls == 2:
             raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : CUDA failure 700")
-        return super().infer(batch)
+        return super().infer(batch, session)
 
 
 def test_model_raising_mid_batch_is_a_model_error(tmp_path: Path, rect_model: Path) -> None:  # noqa: F811

@@ -72,7 +72,7 @@ def run_peer(pt: Path, images: list[str], tag: str, mode: str = "", model_type: 
 
 
 def run_ours(onnx_path: Path, images: list[str], tag: str, provider: str | None = None,
-             precision: str = "fp32") -> tuple[float, float, dict[str, list]]:
+             precision: str = "fp32", streams: int | None = None) -> tuple[float, float, dict[str, list]]:
     """(whole-call seconds, model-load seconds, detections by file name), timed like the peer.
 
     The model load (ORT session creation, the counterpart of MegaDetector's ``load_detector``) is
@@ -84,7 +84,7 @@ def run_ours(onnx_path: Path, images: list[str], tag: str, provider: str | None 
     lst.write_text(json.dumps(images))
     out = OUT / f"ours_{tag}.json"
     t0 = time.monotonic()
-    det = Detector(onnx_path, provider=provider, precision=precision)
+    det = Detector(onnx_path, provider=provider, precision=precision, streams=streams)
     load = time.monotonic() - t0
     run(RunConfig(model=onnx_path, input=str(lst), output=str(out), checkpoint_every=0), detector=det)
     seconds = time.monotonic() - t0
@@ -183,6 +183,9 @@ def main() -> int:
     ap.add_argument("--peer-queue", action="store_true", help="also time MegaDetector with its image queue")
     ap.add_argument("--provider", default=None, help="our --provider (cpu, openvino, ...; issue 13)")
     ap.add_argument("--precision", default="fp32", help="our --precision (fp32, fp16; issue 13)")
+    ap.add_argument("--streams", type=int, default=None, help="our --streams (default: the engine's choice)")
+    ap.add_argument("--one-stream-too", action="store_true",
+                    help="also time ours with one stream (the engine before streams) in the same run")
     a = ap.parse_args()
     copies = max(1, a.copies, a.repeat)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -217,8 +220,10 @@ def main() -> int:
         print(f"{len(images)} images ({len(src)} photos x {copies}), {os.cpu_count()} CPUs, "
               f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.2f}")
         peer_s, peer_load, peer = run_peer(pt, images, "default")
-        ours_s, ours_load, ours = run_ours(onnx_path, images, "default", a.provider, a.precision)
+        ours_s, ours_load, ours = run_ours(onnx_path, images, "default", a.provider, a.precision, a.streams)
         q = run_peer(pt, images, "queue", "queue") if a.peer_queue else None
+        one = (run_ours(onnx_path, images, "one-stream", a.provider, a.precision, 1)
+               if a.one_stream_too else None)
     n = len(images)
     peer_whole, peer_steady = rates(n, peer_s, peer_load)
     ours_whole, ours_steady = rates(n, ours_s, ours_load)
@@ -246,6 +251,13 @@ def main() -> int:
         res["megadetector_queue_load_s"] = round(q_load, 2)
         res["megadetector_queue_steady_images_per_s"] = q_steady
         res["ratio_steady_vs_queue"] = round(ours_steady / q_steady, 2)
+    if one is not None:
+        one_s, one_load, one_dets = one
+        res["ours_one_stream_steady_images_per_s"] = rates(n, one_s, one_load)[1]
+        res["ours_one_stream_same_detections"] = one_dets == ours
+        if q is not None:
+            res["ratio_one_stream_steady_vs_queue"] = round(rates(n, one_s, one_load)[1] / q_steady, 2)
+    res["ours_streams"] = a.streams or "auto"
     res["load_average_1m_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(res, indent=1))
     (OUT / "result.json").write_text(json.dumps(res, indent=1))
