@@ -19,7 +19,6 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ sys.path.insert(0, str(REPO))
 from scoring.engine import Detector, cpu_count  # noqa: E402
 from scoring.images import decode_image  # noqa: E402
 from scoring.parity import compare  # noqa: E402
+from scoring.streams import StreamPool  # noqa: E402
 
 Runner = Callable[[np.ndarray], np.ndarray]
 Many = Callable[[list[np.ndarray]], list[np.ndarray]]  # every input, in order; may run them at once
@@ -44,30 +44,15 @@ def one_by_one(r: Runner) -> Many:
 
 def streams_runner(model: Path) -> Many:
     """The scorer's inference streams (scoring/streams.py): its sessions score different images at
-    once, each on its share of the cores, fed in order from one list."""
+    once, each on its share of the cores, through the engine's own StreamPool."""
     det = Detector(model, provider="cpu")
     if det.streams < 2:
         print("note: one stream on this machine (fewer than two cores)", flush=True)
 
     def many(xs: list[np.ndarray]) -> list[np.ndarray]:
-        out: list[np.ndarray | None] = [None] * len(xs)
-        next_i = iter(range(len(xs)))
-        lock = threading.Lock()
-
-        def loop(session: Any) -> None:
-            while True:
-                with lock:
-                    i = next(next_i, None)
-                if i is None:
-                    return
-                out[i] = det.infer(xs[i], session)
-
-        workers = [threading.Thread(target=loop, args=(s,)) for s in det.sessions]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        return [o for o in out if o is not None]
+        with StreamPool(det.sessions) as pool:
+            futures = [pool.submit(lambda session, x=x: det.infer(x, session)) for x in xs]
+            return [f.result() for f in futures]
 
     return many
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,18 +67,16 @@ def test_detector_holds_one_session_per_stream(random_models: dict[str, Path]) -
     assert Detector(random_models["yolov5"], threads=4, streams=1).streams == 1
 
 
-class _Rendezvous:
-    """A session stand-in around a real one: its first call waits until the other stream's first
-    call has started too, so a run that never uses two sessions at once fails on the timeout."""
+class _Hooked:
+    """A real session with ``before(self)`` called ahead of each ``run`` (a wait, a sleep, a
+    failure); everything else is the real session's."""
 
-    def __init__(self, real: Any, barrier: threading.Barrier, log: list[int]) -> None:
-        self.real, self.barrier, self.log, self.first = real, barrier, log, True
+    def __init__(self, real: Any, before: Callable[[_Hooked], None]) -> None:
+        self.real, self.before, self.calls = real, before, 0
 
     def run(self, names: Any, feed: dict[str, np.ndarray]) -> Any:
-        if self.first:
-            self.first = False
-            self.barrier.wait(timeout=30)
-        self.log.append(id(self))
+        self.calls += 1
+        self.before(self)
         return self.real.run(names, feed)
 
     def __getattr__(self, name: str) -> Any:
@@ -94,13 +93,19 @@ def test_two_streams_score_at_once_and_write_what_one_stream_writes(
     assert stats1.extra["streams"] == 1
 
     det = Detector(model, threads=2, streams=2)
-    log: list[int] = []
     barrier = threading.Barrier(2)
-    det.sessions = [_Rendezvous(s, barrier, log) for s in det.sessions]
+
+    def rendezvous(session: _Hooked) -> None:
+        """The first call on each session waits for the other stream's first call: a run that
+        never scores on two sessions at once fails on the timeout."""
+        if session.calls == 1:
+            barrier.wait(timeout=30)
+
+    det.sessions = [_Hooked(s, rendezvous) for s in det.sessions]
     two = tmp_path / "two.json"
     stats2 = run(RunConfig(model=model, input=str(photos), output=str(two), progress_every=0), detector=det)
     assert stats2.extra["streams"] == 2 and stats2.scored == len(SIZES)
-    assert len(set(log)) == 2, "both sessions scored"
+    assert all(s.calls > 0 for s in det.sessions), "both sessions scored"
     assert load_results(two)["images"] == load_results(one)["images"]
     assert sum(len(e["detections"]) for e in load_results(one)["images"]) > 0
 
@@ -110,19 +115,14 @@ def test_a_failing_stream_fails_the_run_cleanly(tmp_path: Path, photos: Path,
     det = Detector(random_models["yolov5"], threads=2, streams=2)
     lock, calls = threading.Lock(), [0]
 
-    class Failing:
-        def __init__(self, real: Any) -> None:
-            self.real = real
+    def fail_fourth(_: _Hooked) -> None:
+        with lock:
+            calls[0] += 1
+            n = calls[0]
+        if n == 4:
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : out of memory")
 
-        def run(self, names: Any, feed: dict[str, np.ndarray]) -> Any:
-            with lock:
-                calls[0] += 1
-                n = calls[0]
-            if n == 4:
-                raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : out of memory")
-            return self.real.run(names, feed)
-
-    det.sessions = [Failing(s) for s in det.sessions]
+    det.sessions = [_Hooked(s, fail_fourth) for s in det.sessions]
     out = tmp_path / "r.json"
     with pytest.raises(ModelError, match=r"inference failed on a batch of 1: .*out of memory"):
         run(RunConfig(model=random_models["yolov5"], input=str(photos), output=str(out), progress_every=0),
@@ -144,21 +144,6 @@ def test_stream_pool_runs_on_every_session() -> None:
     assert got == ["a", "b", "c"] and sorted(seen) == got
 
 
-class _Jitter:
-    """A real session that sleeps a seeded random while before each call, longer on one stream:
-    batches finish out of submission order."""
-
-    def __init__(self, real: Any, seed: int, scale: float) -> None:
-        self.real, self.rng, self.scale = real, np.random.default_rng(seed), scale
-
-    def run(self, names: Any, feed: dict[str, np.ndarray]) -> Any:
-        time.sleep(float(self.rng.random()) * self.scale)
-        return self.real.run(names, feed)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-
 def test_what_a_run_writes_does_not_depend_on_which_stream_finishes_first(
         tmp_path: Path, planted: Path, rect_model: Path, colour_all: Path,  # noqa: F811
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,12 +161,19 @@ def test_what_a_run_writes_does_not_depend_on_which_stream_finishes_first(
         real_save(self, entries, retry)
 
     monkeypatch.setattr(eng._Checkpoint, "save", recording_save)
+
+    def jittery(rng: np.random.Generator, scale: float) -> Callable[[_Hooked], None]:
+        """Sleep a seeded random while before each call (longer on one stream): batches finish
+        out of submission order."""
+        return lambda _: time.sleep(float(rng.random()) * scale)
+
     outs = []
     for streams, jitter in ((1, 0.0), (2, 0.03), (2, 0.03)):
         saves.append([])
         det = Detector(rect_model, threads=2, streams=streams)
         if jitter:
-            det.sessions = [_Jitter(s, seed=len(saves) * 10 + i, scale=jitter * (1 + 3 * i))
+            det.sessions = [_Hooked(s, jittery(np.random.default_rng(len(saves) * 10 + i),
+                                               jitter * (1 + 3 * i)))
                             for i, s in enumerate(det.sessions)]
         out = tmp_path / f"r{len(saves)}.json"
         run(RunConfig(model=rect_model, input=str(planted), output=str(out), classifier=colour_all,
