@@ -72,16 +72,9 @@ class DetectionRequest(BaseModel):
             raise ValueError("must be 1-128 characters of A-Z a-z 0-9 _ . @ -")
         return v
 
-    @field_validator("model_version")
+    @field_validator("model_version", "classifier_version")  # classifier_version: issue 12
     @classmethod
     def _model(cls, v: str | None) -> str | None:
-        if v is not None and not MODEL_RE.match(v):
-            raise ValueError("must be 1-64 characters of A-Z a-z 0-9 _ . -")
-        return v
-
-    @field_validator("classifier_version")  # issue 12
-    @classmethod
-    def _classifier(cls, v: str | None) -> str | None:
         if v is not None and not MODEL_RE.match(v):
             raise ValueError("must be 1-64 characters of A-Z a-z 0-9 _ . -")
         return v
