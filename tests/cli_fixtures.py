@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import os
 import re
 import shutil
@@ -184,3 +185,19 @@ def file_server(folder: Path) -> Iterator[tuple[str, list[str]]]:
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def drop_request(served: Served, name: str, body: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+    """Drop a request JSON into the served inbox the way an uploader does (write aside, rename in)
+    and return the status file the door writes beside it."""
+    drop = served.home / "inbox" / "detection-requests"
+    assert drop.is_dir()
+    tmp = drop / f".{name}.tmp"
+    tmp.write_text(json.dumps(body))
+    tmp.rename(drop / name)
+    status_file = drop / f"{name}.status.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not status_file.exists():
+        time.sleep(0.2)
+    assert status_file.exists(), "the door did not answer beside the request"
+    return json.loads(status_file.read_text())

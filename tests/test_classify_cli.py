@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_fixtures import Planted, Served, check_results, plant_photos, run_cli, serving
+from cli_fixtures import Planted, Served, check_results, drop_request, plant_photos, run_cli, serving
 
 from mdbatch.classifiers import resolve as resolve_classifier
 
@@ -149,16 +148,9 @@ def test_v4_door_with_classifier(served: Served, planted_mod: Planted, tmp_path:
 
 
 def test_inbox_door_with_classifier(served: Served, planted_mod: Planted, tmp_path: Path) -> None:
-    drop = served.home / "inbox" / "detection-requests"
     body = {"input_container_sas": planted_mod.folder.as_uri(), "model_version": "demo",
             "classifier_version": "demo", "request_name": "dropped-cls", "caller": "field-team"}
-    (drop / ".cls.tmp").write_text(json.dumps(body))
-    (drop / ".cls.tmp").rename(drop / "cls.json")
-    status_file = drop / "cls.json.status.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not status_file.exists():
-        time.sleep(0.2)
-    rid = json.loads(status_file.read_text())["request_id"]
+    rid = drop_request(served, "cls.json", body)["request_id"]
     out = tmp_path / "dropped.json"
     w = run_cli("wait", rid, "-o", str(out), "--caller", "field-team", *_api(served), home=tmp_path)
     assert w.returncode == 0, w.stdout + w.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from cli_fixtures import (
     Planted,
     Served,
     check_results,
+    drop_request,
     plant_photos,
     run_cli,
     serving,
@@ -94,18 +94,9 @@ def test_second_serve_on_the_same_port_is_refused(served: Served, tmp_path: Path
 
 def test_request_dropped_into_the_inbox_runs(served: Served, planted_mod: Planted, tmp_path: Path) -> None:
     """The blob-upload door on one machine: a request JSON in the watched folder starts a job."""
-    drop = served.home / "inbox" / "detection-requests"
-    assert drop.is_dir()
     body = {"input_container_sas": planted_mod.folder.as_uri(), "model_version": "demo",
             "request_name": "dropped", "caller": "field-team"}
-    (drop / ".req.tmp").write_text(json.dumps(body))
-    (drop / ".req.tmp").rename(drop / "site-a.json")
-    status_file = drop / "site-a.json.status.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not status_file.exists():
-        time.sleep(0.2)
-    assert status_file.exists(), "the door did not answer beside the request"
-    rid = json.loads(status_file.read_text())["request_id"]
+    rid = drop_request(served, "site-a.json", body)["request_id"]
     assert rid.startswith("req-")
     out = tmp_path / "dropped.json"
     hidden = run_cli("status", rid, *_api(served), home=tmp_path)
